@@ -1,0 +1,5 @@
+"""``python -m fhir_adapter``."""
+
+from fhir_adapter.cli import main
+
+main()

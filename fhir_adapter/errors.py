@@ -1,0 +1,81 @@
+"""The one error tree. Each class knows its HTTP status, FHIR IssueType and CLI exit code.
+
+Exit codes (DESIGN.md §2): 0 ok, 1 runtime failure, 2 usage, 3 invalid data or mappings.
+IssueType codes: http://hl7.org/fhir/R4/valueset-issue-type.html
+"""
+
+from __future__ import annotations
+
+
+class AdapterError(Exception):
+    """Base of every error the adapter raises on purpose."""
+
+    http_status: int = 500
+    issue_type: str = "exception"
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: ``file:line`` on the command line, a FHIRPath-style expression over HTTP.
+        self.location = location
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class UsageError(AdapterError):
+    """The caller asked for something malformed (bad option, bad parameter)."""
+
+    http_status = 400
+    issue_type = "invalid"
+    exit_code = 2
+
+
+class InvalidDataError(AdapterError):
+    """Input data (a resource, a line, an extract) cannot be used."""
+
+    http_status = 422
+    issue_type = "invalid"
+    exit_code = 3
+
+
+class MappingsError(InvalidDataError):
+    """``mappings/`` is inconsistent or malformed; ``location`` is file:line."""
+
+    issue_type = "invariant"
+
+
+class NotFoundError(AdapterError):
+    """A requested resource, measure or job does not exist."""
+
+    http_status = 404
+    issue_type = "not-found"
+    exit_code = 3
+
+
+class ConflictError(AdapterError):
+    """A version conflict."""
+
+    http_status = 409
+    issue_type = "conflict"
+    exit_code = 1
+
+
+class StoreError(AdapterError):
+    """The database failed or is in an unexpected state."""
+
+    http_status = 500
+    issue_type = "exception"
+    exit_code = 1
+
+
+__all__ = [
+    "AdapterError",
+    "ConflictError",
+    "InvalidDataError",
+    "MappingsError",
+    "NotFoundError",
+    "StoreError",
+    "UsageError",
+]

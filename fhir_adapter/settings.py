@@ -1,0 +1,56 @@
+"""Typed settings, read once at the edge (CLI or app factory) and injected, never global.
+
+Environment variables use the ``FHIR_ADAPTER_`` prefix, e.g. ``FHIR_ADAPTER_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./fhir-adapter.db"
+#: Oregon Health Plan member ids. UNVERIFIED: OHA publishes no FHIR identifier system for OHP
+#: member ids, so this is the project's own default; sites set theirs.
+DEFAULT_MEMBER_ID_SYSTEM = "https://oregon.gov/oha/ohp/member-id"
+DEFAULT_CANONICAL_BASE = "https://github.com/fhir-adapter/oregon-se/fhir"
+
+
+def packaged_dir(name: str) -> Path:
+    """Return the shipped ``mappings/`` or ``conformance/`` folder.
+
+    A source checkout (or editable install) uses the folder at the repository root; a wheel
+    carries a copy under ``fhir_adapter/_data/``.
+    """
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / name
+    if checkout.is_dir():
+        return checkout
+    return here / "_data" / name
+
+
+class Settings(BaseSettings):
+    """Everything configurable about one adapter instance."""
+
+    model_config = SettingsConfigDict(env_prefix="FHIR_ADAPTER_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    mappings_dir: Path = Field(default_factory=lambda: packaged_dir("mappings"))
+    conformance_dir: Path = Field(default_factory=lambda: packaged_dir("conformance"))
+    member_id_system: str = DEFAULT_MEMBER_ID_SYSTEM
+    canonical_base: str = DEFAULT_CANONICAL_BASE
+    timezone: str = "America/Los_Angeles"
+    #: Resources handed to the store per write transaction during ingest.
+    ingest_batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
