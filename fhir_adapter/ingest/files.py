@@ -1,0 +1,178 @@
+"""Read FHIR R4 files: NDJSON (Bulk Data ``application/fhir+ndjson``, optionally gzipped) and
+Bundle JSON (FHIR R4 §2.36 Bundle), streaming line by line.
+
+A bad line is reported as ``file:line`` with the reason and skipped; good lines are kept.
+Inside a Bundle, ``fullUrl`` references (``urn:uuid:…`` or absolute) are rewritten to
+``Type/id`` before storing, and ``request.method = DELETE`` entries become deletions.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from fhir_adapter.errors import UsageError
+from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.fhir.resources import ID_RE, check_resource
+from fhir_adapter.store.db import ParsedResource
+
+SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
+
+
+@dataclass(frozen=True)
+class LineError:
+    location: str
+    message: str
+
+
+Item = ParsedResource | LineError
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files named directly, and the FHIR files inside named folders (sorted, recursive)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    return files
+
+
+def _open(path: Path) -> IO[bytes]:
+    raw = path.open("rb")
+    if path.name.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    return raw
+
+
+def _is_ndjson(path: Path, head: bytes) -> bool:
+    name = path.name.removesuffix(".gz")
+    if name.endswith((".ndjson", ".jsonl")):
+        return True
+    # A .json file holding one resource per line is NDJSON too.
+    first = head.lstrip().split(b"\n", 1)
+    return len(first) > 1 and first[1].strip().startswith(b"{") and first[0].rstrip().endswith(b"}")
+
+
+def read_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[Item]:
+    """Yield parsed resources and line errors from one file, in file order."""
+    with _open(path) as stream:
+        buffered = io.BufferedReader(stream)  # type: ignore[arg-type]
+        head = buffered.peek(65536)[:65536]
+        if _is_ndjson(path, head):
+            yield from _read_ndjson(path, buffered, on_bytes)
+        else:
+            data = buffered.read()
+            if on_bytes:
+                on_bytes(len(data))
+            yield from _read_json(path, data)
+
+
+def _read_ndjson(path: Path, stream: IO[bytes], on_bytes: Callable[[int], None] | None) -> Iterator[Item]:
+    for number, line in enumerate(stream, start=1):
+        if on_bytes:
+            on_bytes(len(line))
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield LineError(f"{path}:{number}", f"not JSON: {exc}")
+            continue
+        problem = check_resource(value)
+        if problem:
+            yield LineError(f"{path}:{number}", problem)
+            continue
+        if value["resourceType"] == "Bundle":
+            yield from _bundle_entries(f"{path}:{number}", value)
+            continue
+        yield ParsedResource(value["resourceType"], value["id"], value)
+
+
+def _read_json(path: Path, data: bytes) -> Iterator[Item]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        yield LineError(f"{path}:{_line_of(data, exc.pos)}", f"not JSON: {exc.msg}")
+        return
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        yield from _bundle_entries(f"{path}:1", value)
+        return
+    problem = check_resource(value)
+    if problem:
+        yield LineError(f"{path}:1", problem)
+        return
+    yield ParsedResource(value["resourceType"], value["id"], value)
+
+
+def _line_of(data: bytes, pos: int) -> int:
+    return data.count(b"\n", 0, max(pos, 0)) + 1
+
+
+def _rewrite(value: Any, ids: dict[str, tuple[str, str]]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str) and item in ids:
+                rtype, rid = ids[item]
+                out[key] = f"{rtype}/{rid}"
+            else:
+                out[key] = _rewrite(item, ids)
+        return out
+    if isinstance(value, list):
+        return [_rewrite(item, ids) for item in value]
+    return value
+
+
+def _bundle_entries(location: str, bundle: dict[str, Any]) -> Iterator[Item]:
+    """Entries of a Bundle (any type). Ids missing on ``urn:uuid`` entries take the uuid."""
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        yield LineError(location, "Bundle has no entry list")
+        return
+    ids: dict[str, tuple[str, str]] = {}
+    resolved: list[tuple[int, dict[str, Any] | None, dict[str, Any]]] = []
+    for index, entry in enumerate(entries):
+        where = f"{location} (Bundle.entry[{index}])"
+        if not isinstance(entry, dict):
+            yield LineError(where, "entry is not an object")
+            continue
+        request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
+        if request.get("method") == "DELETE":
+            target = parse_reference(request.get("url"))
+            if target is None:
+                yield LineError(where, f"cannot delete {request.get('url')!r}")
+            else:
+                yield ParsedResource(target[0], target[1], {"resourceType": target[0], "id": target[1]}, deleted=True)
+            continue
+        resource = entry.get("resource")
+        if isinstance(resource, dict) and "id" not in resource:
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+                candidate = full_url.removeprefix("urn:uuid:")
+                if ID_RE.match(candidate):
+                    resource = {**resource, "id": candidate}
+            elif isinstance(full_url, str) and full_url:
+                resource = {**resource, "id": uuid.uuid5(uuid.NAMESPACE_URL, full_url).hex}
+        problem = check_resource(resource)
+        if problem:
+            yield LineError(where, problem)
+            continue
+        assert isinstance(resource, dict)
+        full_url = entry.get("fullUrl")
+        if isinstance(full_url, str) and full_url:
+            ids[full_url] = (resource["resourceType"], resource["id"])
+        resolved.append((index, request, resource))
+    for _index, _request, resource in resolved:
+        rewritten = _rewrite(resource, ids) if ids else resource
+        yield ParsedResource(rewritten["resourceType"], rewritten["id"], rewritten)

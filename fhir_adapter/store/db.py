@@ -1,0 +1,382 @@
+"""The store: one schema, two engines (SQLite embedded default, PostgreSQL reference).
+
+Writes are batched: a batch of parsed resources becomes new resource versions (unchanged
+content is skipped, so re-ingesting changes nothing), the versions they replace get
+``superseded_at``, and their facts are inserted with the engine's fastest bulk path
+(``executemany`` on SQLite, ``COPY`` on PostgreSQL). One batch is one transaction: a failure
+leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from fhir_adapter.errors import StoreError, UsageError
+from fhir_adapter.store.extract import EXTRACTOR_VERSION, Facts, extract
+from fhir_adapter.store.schema import SCHEMA_VERSION, metadata
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ParsedResource:
+    """A resource ready to store: its canonical JSON bytes and the parsed dict."""
+
+    rtype: str
+    rid: str
+    resource: dict[str, Any]
+    deleted: bool = False
+
+
+@dataclass
+class WriteStats:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.deleted += other.deleted
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here; anything but SQLite or PostgreSQL is refused."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise UsageError(f"not a database URL: {url!r}") from exc
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        return url
+    raise UsageError(f"unsupported database {parsed.drivername!r}: use sqlite:/// or postgresql://")
+
+
+def canonical_bytes(resource: dict[str, Any]) -> bytes:
+    return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+
+
+def content_hash(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "busy_timeout=60000",
+            "temp_store=MEMORY",
+            "cache_size=-262144",
+            "mmap_size=1073741824",
+        ):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Store:
+    """A connection to the store; create with :meth:`open`."""
+
+    def __init__(self, engine: Engine, tz: ZoneInfo, member_system: str) -> None:
+        self.engine = engine
+        self.tz = tz
+        self.member_system = member_system
+        self.dialect = engine.dialect.name
+        self._cids: dict[tuple[str, str], int] = {}
+
+    @classmethod
+    def open(cls, url: str, *, tz: ZoneInfo, member_system: str, create: bool = True) -> Store:
+        engine = create_engine(normalise_url(url), future=True)
+        if engine.dialect.name == "sqlite":
+            _sqlite_setup(engine)
+        store = cls(engine, tz, member_system)
+        try:
+            store._prepare(create)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the store at {engine.url!r}: {exc.__class__.__name__}: {exc}") from exc
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------
+    def _prepare(self, create: bool) -> None:
+        with self.engine.begin() as conn:
+            if create:
+                metadata.create_all(conn)
+            rows = dict(conn.execute(text("SELECT key, value FROM store_meta")).all())
+            if "schema_version" not in rows:
+                conn.execute(
+                    text("INSERT INTO store_meta (key, value) VALUES ('schema_version', :v), ('extractor_version', :e)"),
+                    {"v": str(SCHEMA_VERSION), "e": str(EXTRACTOR_VERSION)},
+                )
+                return
+            if rows["schema_version"] != str(SCHEMA_VERSION):
+                raise StoreError(
+                    f"store schema version {rows['schema_version']} is not {SCHEMA_VERSION}; "
+                    "export and re-ingest into a new store"
+                )
+        if rows.get("extractor_version") != str(EXTRACTOR_VERSION):
+            self.reextract()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite, so concurrent writers queue)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- writing --------------------------------------------------------------------------
+    def write_batch(self, source: str, items: Sequence[ParsedResource], now: int) -> WriteStats:
+        """Store one batch as new versions; returns what changed. ``now`` is µs since the epoch."""
+        stats = WriteStats()
+        if not items:
+            return stats
+        # The last occurrence of a key in the batch wins (same arrival time).
+        latest: dict[tuple[str, str], tuple[ParsedResource, bytes, str]] = {}
+        for item in items:
+            body = canonical_bytes(item.resource)
+            latest[(item.rtype, item.rid)] = (item, body, content_hash(body))
+        try:
+            with self.write() as conn:
+                current = self._current_versions(conn, source, list(latest))
+                new_rows: list[tuple[Any, ...]] = []
+                superseded: list[int] = []
+                pending: list[tuple[ParsedResource, str]] = []
+                for key, (item, body, digest) in latest.items():
+                    old = current.get(key)
+                    if old is not None:
+                        old_rkey, old_version, old_hash, old_deleted = old
+                        if (item.deleted and old_deleted) or (not item.deleted and not old_deleted and old_hash == digest):
+                            stats.unchanged += 1
+                            continue
+                        superseded.append(old_rkey)
+                        version = old_version + 1
+                    elif item.deleted:
+                        stats.unchanged += 1
+                        continue
+                    else:
+                        version = 1
+                    if item.deleted:
+                        stats.deleted += 1
+                    elif old is None:
+                        stats.created += 1
+                    else:
+                        stats.updated += 1
+                    meta = item.resource.get("meta")
+                    last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+                    new_rows.append(
+                        [source, item.rtype, item.rid, version, now, None, 1 if item.deleted else 0, digest,
+                         last_updated if isinstance(last_updated, str) else None, body]
+                    )  # fmt: skip
+                    pending.append((item, source))
+                if superseded:
+                    for chunk in _chunks(superseded, _CHUNK):
+                        conn.execute(
+                            text(f"UPDATE resources SET superseded_at = :now WHERE rkey IN ({_ints(chunk)})"),
+                            {"now": now},
+                        )
+                if new_rows:
+                    rkeys = self._allocate_rkeys(conn, len(new_rows))
+                    for row, rkey in zip(new_rows, rkeys, strict=True):
+                        row.insert(0, rkey)
+                    self._bulk(
+                        conn,
+                        "resources",
+                        ("rkey", "source", "rtype", "rid", "version", "ingested_at", "superseded_at", "deleted",
+                         "hash", "last_updated", "body"),
+                        new_rows,
+                    )  # fmt: skip
+                    facts = [
+                        (rkey, extract(item.resource, src, self.member_system, self.tz))
+                        for rkey, (item, src) in zip(rkeys, pending, strict=True)
+                        if not item.deleted
+                    ]
+                    self._write_facts(conn, facts)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"write to the store failed: {exc.__class__.__name__}: {exc}") from exc
+        return stats
+
+    def _current_versions(
+        self, conn: Connection, source: str, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int, str, int]]:
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            by_type.setdefault(rtype, []).append(rid)
+        found: dict[tuple[str, str], tuple[int, int, str, int]] = {}
+        for rtype, rids in by_type.items():
+            for chunk in _chunks(rids, _CHUNK):
+                params: dict[str, Any] = {f"i{n}": rid for n, rid in enumerate(chunk)}
+                params.update(source=source, rtype=rtype)
+                placeholders = ", ".join(f":i{n}" for n in range(len(chunk)))
+                rows = conn.execute(
+                    text(
+                        "SELECT rid, rkey, version, hash, deleted FROM resources WHERE source = :source "
+                        f"AND rtype = :rtype AND rid IN ({placeholders}) AND superseded_at IS NULL"
+                    ),
+                    params,
+                )
+                for rid, rkey, version, digest, deleted in rows:
+                    found[(rtype, rid)] = (rkey, version, digest, deleted)
+        return found
+
+    def _allocate_rkeys(self, conn: Connection, n: int) -> list[int]:
+        if self.dialect == "postgresql":
+            rows = conn.execute(
+                text("SELECT nextval(pg_get_serial_sequence('resources', 'rkey')) FROM generate_series(1, :n)"),
+                {"n": n},
+            )
+            return [int(r[0]) for r in rows]
+        start = int(conn.execute(text("SELECT COALESCE(MAX(rkey), 0) FROM resources")).scalar_one()) + 1
+        return list(range(start, start + n))
+
+    def _bulk(self, conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        cols = ", ".join(f'"{c}"' for c in columns)
+        if self.dialect == "postgresql":
+            with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" for _ in columns)
+            cur = raw.cursor()
+            try:
+                cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
+            finally:
+                cur.close()
+
+    def _code_ids(self, conn: Connection, pairs: set[tuple[str, str]]) -> None:
+        missing = [p for p in pairs if p not in self._cids]
+        if not missing:
+            return
+        conflict = "ON CONFLICT (system, code) DO NOTHING"
+        for chunk in _chunks(missing, _CHUNK):
+            params: dict[str, str] = {}
+            values = []
+            for n, (system, code) in enumerate(chunk):
+                params[f"s{n}"] = system[:256]
+                params[f"c{n}"] = code[:128]
+                values.append(f"(:s{n}, :c{n})")
+            conn.execute(text(f"INSERT INTO codes (system, code) VALUES {', '.join(values)} {conflict}"), params)
+        # Read back every id (another writer may have created some of them).
+        for chunk in _chunks(missing, _CHUNK):
+            params = {}
+            conds = []
+            for n, (system, code) in enumerate(chunk):
+                params[f"s{n}"] = system[:256]
+                params[f"c{n}"] = code[:128]
+                conds.append(f"(system = :s{n} AND code = :c{n})")
+            for cid, system, code in conn.execute(
+                text(f"SELECT cid, system, code FROM codes WHERE {' OR '.join(conds)}"), params
+            ):
+                self._cids[(system, code)] = cid
+        for system, code in missing:  # truncated keys map to their truncated twin
+            self._cids.setdefault((system, code), self._cids[(system[:256], code[:128])])
+
+    def _write_facts(self, conn: Connection, facts: Iterable[tuple[int, Facts | None]]) -> None:
+        patients: list[tuple[Any, ...]] = []
+        coverages: list[tuple[Any, ...]] = []
+        orgs: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        lines: list[tuple[Any, ...]] = []
+        code_rows: list[tuple[int, int, str, int | None, tuple[str, str]]] = []
+        refs: list[tuple[Any, ...]] = []
+        pairs: set[tuple[str, str]] = set()
+        for rkey, f in facts:
+            if f is None:
+                continue
+            if f.patient is not None:
+                patients.append((rkey, *f.patient))
+            if f.coverage is not None:
+                coverages.append((rkey, *f.coverage))
+            orgs.extend((rkey, *ident) for ident in f.org_idents)
+            if f.event is not None:
+                events.append((rkey, *f.event))
+                source = f.event[0]
+                lines.extend((rkey, *line) for line in f.lines)
+                refs.extend((rkey, source, *ref) for ref in f.refs)
+            for line, role, seq, system, code in f.codes:
+                pair = (system, code)
+                pairs.add(pair)
+                code_rows.append((rkey, line, role, seq, pair))
+        self._code_ids(conn, pairs)
+        cids = self._cids
+        self._bulk(conn, "f_patient", _cols("f_patient"), patients)
+        self._bulk(conn, "f_coverage", _cols("f_coverage"), coverages)
+        self._bulk(conn, "f_org_ident", _cols("f_org_ident"), orgs)
+        self._bulk(conn, "f_event", _cols("f_event"), events)
+        self._bulk(conn, "f_line", _cols("f_line"), lines)
+        self._bulk(conn, "f_ref", _cols("f_ref"), refs)
+        self._bulk(
+            conn, "f_code", _cols("f_code"), [(rkey, line, role, seq, cids[pair]) for rkey, line, role, seq, pair in code_rows]
+        )
+
+    # -- maintenance ----------------------------------------------------------------------
+    def reextract(self, batch: int = 5000) -> int:
+        """Re-materialise every fact from the raw resources (after an extractor change)."""
+        count = 0
+        with self.write() as conn:
+            for table in ("f_patient", "f_coverage", "f_org_ident", "f_event", "f_line", "f_code", "f_ref"):
+                conn.execute(text(f"DELETE FROM {table}"))
+            result = conn.execute(
+                text("SELECT rkey, source, body FROM resources WHERE deleted = 0 ORDER BY rkey")
+            ).yield_per(batch)
+            buffer: list[tuple[int, Facts | None]] = []
+            for rkey, source, body in result:
+                resource = orjson.loads(body)
+                buffer.append((rkey, extract(resource, source, self.member_system, self.tz)))
+                count += 1
+                if len(buffer) >= batch:
+                    self._write_facts(conn, buffer)
+                    buffer = []
+            self._write_facts(conn, buffer)
+            conn.execute(
+                text("UPDATE store_meta SET value = :v WHERE key = 'extractor_version'"), {"v": str(EXTRACTOR_VERSION)}
+            )
+        return count
+
+
+_COLUMNS = {table.name: tuple(c.name for c in table.columns) for table in metadata.sorted_tables}
+
+
+def _cols(table: str) -> tuple[str, ...]:
+    return _COLUMNS[table]
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _ints(values: Iterable[int]) -> str:
+    return ", ".join(str(int(v)) for v in values)

@@ -1,0 +1,510 @@
+"""Generic fact extraction, at write time, from one FHIR R4 resource.
+
+DESIGN.md §1 "Facts are generic": every coding, diagnosis (with position and line pointers),
+local date, provider id and source category, with no value-set filtering. References stay as
+``(type, id)`` text and are resolved at query time, so arrival order does not matter.
+
+The extractor is versioned (:data:`EXTRACTOR_VERSION`); a store whose facts were made by another
+version re-materialises them from the raw resources.
+
+Element paths follow FHIR R4 (4.0.1) and CARIN Blue Button STU2 for ExplanationOfBenefit; the
+denial and replacement rules are spec §3 Edge rule 6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fhir_adapter.fhir.dates import DayRange, parse_day_range, ymd
+from fhir_adapter.fhir.references import parse_reference
+
+#: Bump whenever the facts produced for the same resource change.
+EXTRACTOR_VERSION = 1
+
+CLAIMS_TYPES = frozenset({"ExplanationOfBenefit", "Claim"})
+CLINICAL_TYPES = frozenset({"Encounter", "Procedure", "Condition", "ServiceRequest"})
+FACT_TYPES = CLAIMS_TYPES | CLINICAL_TYPES | {"Patient", "Coverage", "Organization"}
+
+US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
+C4BB_DISCRIMINATOR = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBAdjudicationDiscriminator"
+C4BB_PAYER_STATUS = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBPayerAdjudicationStatus"
+#: Diagnosis rank stored in ``f_code.seq``: principal/primary, or any other position.
+PRIMARY, SECONDARY = 1, 2
+
+
+@dataclass
+class Facts:
+    """Fact rows for one resource version; codes are ``(system, code)`` until the writer maps
+    them to dictionary ids."""
+
+    patient: tuple[Any, ...] | None = None
+    coverage: tuple[Any, ...] | None = None
+    #: (source, organization id, identifier system, identifier value)
+    org_idents: list[tuple[str, str, str, str]] = field(default_factory=list)
+    event: tuple[Any, ...] | None = None
+    #: (line, day, denied, provider)
+    lines: list[tuple[int, int | None, int, str | None]] = field(default_factory=list)
+    #: (line, role, seq, system, code)
+    codes: list[tuple[int, str, int | None, str, str]] = field(default_factory=list)
+    #: (field, target type, target id, seq)
+    refs: list[tuple[str, str, str, int | None]] = field(default_factory=list)
+
+
+def _codings(concept: Any) -> Iterator[tuple[str, str]]:
+    if not isinstance(concept, dict):
+        return
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, dict):
+            code = coding.get("code")
+            if isinstance(code, str) and code.strip():
+                system = coding.get("system")
+                yield (system.strip() if isinstance(system, str) else ""), code.strip()
+
+
+def _first_code(concept: Any) -> str | None:
+    for _system, code in _codings(concept):
+        return code
+    return None
+
+
+def _has_code(concepts: Iterable[Any], system: str, code: str) -> bool:
+    for concept in concepts:
+        for s, c in _codings(concept):
+            if s == system and c == code:
+                return True
+    return False
+
+
+def _day(value: Any, tz: ZoneInfo) -> DayRange | None:
+    return parse_day_range(value, tz)
+
+
+def _period_start(period: Any, tz: ZoneInfo) -> DayRange | None:
+    if isinstance(period, dict):
+        return _day(period.get("start"), tz)
+    return None
+
+
+def _ref_id(element: Any, rtype: str | None = None) -> str | None:
+    if not isinstance(element, dict):
+        return None
+    target = parse_reference(element.get("reference"))
+    if target is None or (rtype is not None and target[0] != rtype):
+        return None
+    return target[1]
+
+
+def _provider(element: Any) -> str | None:
+    """An NPI or other identifier value, else the reference text."""
+    if not isinstance(element, dict):
+        return None
+    ident = element.get("identifier")
+    if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+        return str(ident["value"])[:128]
+    ref = element.get("reference")
+    return ref[:128] if isinstance(ref, str) else None
+
+
+def _denied(adjudications: Any) -> int:
+    """spec §3 Edge rule 6: category ``denialreason`` (C4BBAdjudicationDiscriminator) or
+    ``denied`` (C4BBPayerAdjudicationStatus)."""
+    if not isinstance(adjudications, list):
+        return 0
+    for adj in adjudications:
+        if isinstance(adj, dict):
+            for system, code in _codings(adj.get("category")):
+                if (system == C4BB_DISCRIMINATOR and code == "denialreason") or (
+                    system == C4BB_PAYER_STATUS and code == "denied"
+                ):
+                    return 1
+    return 0
+
+
+def _ext(resource: dict[str, Any], url: str) -> dict[str, Any] | None:
+    for ext in resource.get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == url:
+            return ext
+    return None
+
+
+def _omb_text(ext: dict[str, Any] | None) -> str | None:
+    """US Core race/ethnicity: the ``ombCategory`` display/code, else ``text``."""
+    if ext is None:
+        return None
+    text = None
+    for sub in ext.get("extension") or ():
+        if not isinstance(sub, dict):
+            continue
+        if sub.get("url") == "ombCategory" and isinstance(sub.get("valueCoding"), dict):
+            coding = sub["valueCoding"]
+            value = coding.get("display") or coding.get("code")
+            if isinstance(value, str):
+                return value[:64]
+        if sub.get("url") == "text" and isinstance(sub.get("valueString"), str):
+            text = sub["valueString"][:64]
+    return text
+
+
+def _patient(r: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -> Facts:
+    member_id = None
+    for ident in r.get("identifier") or ():
+        if (
+            isinstance(ident, dict)
+            and ident.get("system") == member_system
+            and isinstance(ident.get("value"), str)
+        ):
+            member_id = ident["value"].strip()[:64] or None
+            break
+    birth_raw = r.get("birthDate") if isinstance(r.get("birthDate"), str) else None
+    birth = _day(birth_raw, tz)
+    deceased = 0
+    deceased_day = None
+    if r.get("deceasedBoolean") is True:
+        deceased = 1
+    elif "deceasedDateTime" in r:
+        deceased = 1
+        death = _day(r.get("deceasedDateTime"), tz)
+        deceased_day = death.first.toordinal() if death else None
+    birth_sex_ext = _ext(r, US_CORE + "us-core-birthsex")
+    birth_sex = birth_sex_ext.get("valueCode") if birth_sex_ext else None
+    language = None
+    comms = [c for c in r.get("communication") or () if isinstance(c, dict)]
+    comms.sort(key=lambda c: c.get("preferred") is not True)
+    for comm in comms:
+        language = _first_code(comm.get("language"))
+        if language:
+            break
+    county = None
+    for address in r.get("address") or ():
+        if isinstance(address, dict) and isinstance(address.get("district"), str):
+            county = address["district"][:64]
+            break
+    gender = r.get("gender") if isinstance(r.get("gender"), str) else None
+    return Facts(
+        patient=(
+            source,
+            str(r["id"]),
+            member_id,
+            birth_raw[:32] if birth_raw else None,
+            birth.first.toordinal() if birth else None,
+            ymd(birth.first) if birth else None,
+            ymd(birth.last) if birth else None,
+            gender,
+            birth_sex if isinstance(birth_sex, str) else None,
+            deceased,
+            deceased_day,
+            _omb_text(_ext(r, US_CORE + "us-core-race")),
+            _omb_text(_ext(r, US_CORE + "us-core-ethnicity")),
+            language[:32] if language else None,
+            None,
+            county,
+        )
+    )
+
+
+def _coverage(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
+    payor_system = payor_value = payor_org = None
+    for payor in r.get("payor") or ():
+        if not isinstance(payor, dict):
+            continue
+        ident = payor.get("identifier")
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            payor_system = ident.get("system") if isinstance(ident.get("system"), str) else ""
+            payor_value = ident["value"].strip()
+        payor_org = _ref_id(payor, "Organization")
+        if payor_value or payor_org:
+            break
+    period = r.get("period") if isinstance(r.get("period"), dict) else {}
+    start = _day(period.get("start"), tz)
+    end = _day(period.get("end"), tz)
+    return Facts(
+        coverage=(
+            source,
+            _ref_id(r.get("beneficiary"), "Patient"),
+            r.get("status") if isinstance(r.get("status"), str) else None,
+            payor_system,
+            payor_value,
+            payor_org,
+            start.first.toordinal() if start else None,
+            end.last.toordinal() if end else None,
+        )
+    )
+
+
+def _organization(r: dict[str, Any], source: str) -> Facts:
+    facts = Facts()
+    for ident in r.get("identifier") or ():
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            system = ident.get("system")
+            facts.org_idents.append(
+                (source, str(r["id"]), system if isinstance(system, str) else "", ident["value"].strip())
+            )
+    return facts
+
+
+def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Facts:
+    """ExplanationOfBenefit (CARIN BB) and Claim: header and lines, diagnoses with position and
+    line pointers (``item.diagnosisSequence``), replacement links (``related``)."""
+    facts = Facts()
+    # Diagnoses: principal by type, else the lowest sequence (spec §3 "Diagnosis position").
+    diagnoses: list[tuple[int, Any, bool]] = []
+    for dx in r.get("diagnosis") or ():
+        if not isinstance(dx, dict):
+            continue
+        seq = dx.get("sequence") if isinstance(dx.get("sequence"), int) else 0
+        principal = _has_code(
+            dx.get("type") or (), "http://terminology.hl7.org/CodeSystem/ex-diagnosistype", "principal"
+        ) or any(code == "principal" for concept in dx.get("type") or () for _s, code in _codings(concept))
+        diagnoses.append((seq, dx, principal))
+    primary_seq = next((s for s, _d, p in diagnoses if p), min((s for s, _d, _p in diagnoses), default=None))
+    by_seq: dict[int, list[tuple[str, str]]] = {}
+    for seq, dx, _principal in diagnoses:
+        rank = PRIMARY if seq == primary_seq else SECONDARY
+        pairs = list(_codings(dx.get("diagnosisCodeableConcept")))
+        by_seq.setdefault(seq, []).extend(pairs)
+        for system, code in pairs:
+            facts.codes.append((0, "dx", rank, system, code))
+        cond = _ref_id(dx.get("diagnosisReference"), "Condition")
+        if cond:
+            facts.refs.append(("diagnosis", "Condition", cond, rank))
+    first_day: int | None = None
+    precision = None
+    for index, item in enumerate(r.get("item") or (), start=1):
+        if not isinstance(item, dict):
+            continue
+        line = item.get("sequence") if isinstance(item.get("sequence"), int) else index
+        served = (
+            _day(item.get("servicedDate"), tz)
+            if "servicedDate" in item
+            else _period_start(item.get("servicedPeriod"), tz)
+        )
+        day = served.first.toordinal() if served and served.exact else None
+        if day is not None and (first_day is None or day < first_day):
+            first_day, precision = day, "day"
+        facts.lines.append((line, day, _denied(item.get("adjudication")), None))
+        for system, code in _codings(item.get("productOrService")):
+            facts.codes.append((line, "proc", None, system, code))
+        for pointer in item.get("diagnosisSequence") or ():
+            if isinstance(pointer, int):
+                rank = PRIMARY if pointer == primary_seq else SECONDARY
+                for system, code in by_seq.get(pointer, ()):
+                    facts.codes.append((line, "dx", rank, system, code))
+    for related in r.get("related") or ():
+        if not isinstance(related, dict):
+            continue
+        codes = {code for _s, code in _codings(related.get("relationship"))}
+        fieldname = (
+            "replacedby" if "replacedby" in codes else "replaces" if codes & {"prior", "replaces"} else None
+        )
+        if fieldname is None:
+            continue
+        target = parse_reference(
+            (related.get("claim") or {}).get("reference") if isinstance(related.get("claim"), dict) else None
+        )
+        if target is not None:
+            facts.refs.append((fieldname, target[0], target[1], None))
+        ref_ident = related.get("reference")
+        if isinstance(ref_ident, dict) and isinstance(ref_ident.get("value"), str):
+            facts.refs.append((fieldname, "identifier", ref_ident["value"][:64], None))
+    for ident in r.get("identifier") or ():
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            facts.refs.append(("ident", "identifier", ident["value"][:64], None))
+    header_denied = _denied(r.get("adjudication")) if rtype == "ExplanationOfBenefit" else 0
+    facts.event = (
+        source,
+        rtype,
+        str(r["id"]),
+        "claims",
+        _ref_id(r.get("patient"), "Patient"),
+        r.get("status") if isinstance(r.get("status"), str) else None,
+        r.get("use") if isinstance(r.get("use"), str) else None,
+        r.get("outcome") if isinstance(r.get("outcome"), str) else None,
+        header_denied,
+        first_day,
+        precision,
+        None,
+        _ref_id(r.get("claim"), "Claim") if rtype == "ExplanationOfBenefit" else None,
+        _provider(r.get("provider")),
+        None,
+    )
+    return facts
+
+
+def _event(
+    r: dict[str, Any],
+    source: str,
+    rtype: str,
+    tz: ZoneInfo,
+    *,
+    pid: str | None,
+    status: Any,
+    day: DayRange | None,
+    encounter: str | None = None,
+    provider: str | None = None,
+    verification: str | None = None,
+    use: Any = None,
+) -> tuple[Any, ...]:
+    return (
+        source,
+        rtype,
+        str(r["id"]),
+        "clinical",
+        pid,
+        status if isinstance(status, str) else None,
+        use if isinstance(use, str) else None,
+        None,
+        0,
+        day.first.toordinal() if day else None,
+        day.precision if day else None,
+        encounter,
+        None,
+        provider,
+        verification,
+    )
+
+
+def _encounter(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
+    facts = Facts()
+    period = r.get("period") if isinstance(r.get("period"), dict) else {}
+    day = _day(period.get("start"), tz) or _day(period.get("end"), tz)
+    for concept in [*(r.get("type") or ()), r.get("serviceType")]:
+        for system, code in _codings(concept):
+            facts.codes.append((0, "proc", None, system, code))
+    for dx in r.get("diagnosis") or ():
+        if isinstance(dx, dict):
+            cond = _ref_id(dx.get("condition"), "Condition")
+            if cond:
+                rank = PRIMARY if dx.get("rank") == 1 else SECONDARY
+                facts.refs.append(("diagnosis", "Condition", cond, rank))
+    for concept in r.get("reasonCode") or ():
+        for system, code in _codings(concept):
+            facts.codes.append((0, "dx", SECONDARY, system, code))
+    for ref in r.get("reasonReference") or ():
+        cond = _ref_id(ref, "Condition")
+        if cond:
+            facts.refs.append(("diagnosis", "Condition", cond, SECONDARY))
+    provider = _provider(r.get("serviceProvider"))
+    for participant in r.get("participant") or ():
+        if isinstance(participant, dict) and participant.get("individual"):
+            provider = _provider(participant.get("individual")) or provider
+            break
+    facts.event = _event(
+        r,
+        source,
+        "Encounter",
+        tz,
+        pid=_ref_id(r.get("subject"), "Patient"),
+        status=r.get("status"),
+        day=day,
+        provider=provider,
+    )
+    return facts
+
+
+def _procedure(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
+    facts = Facts()
+    if "performedDateTime" in r:
+        day = _day(r.get("performedDateTime"), tz)
+    else:
+        day = _period_start(r.get("performedPeriod"), tz)
+    for system, code in _codings(r.get("code")):
+        facts.codes.append((0, "proc", None, system, code))
+    for concept in r.get("reasonCode") or ():
+        for system, code in _codings(concept):
+            facts.codes.append((0, "dx", SECONDARY, system, code))
+    for ref in r.get("reasonReference") or ():
+        cond = _ref_id(ref, "Condition")
+        if cond:
+            facts.refs.append(("reason", "Condition", cond, SECONDARY))
+    provider = None
+    for performer in r.get("performer") or ():
+        if isinstance(performer, dict):
+            provider = _provider(performer.get("actor"))
+            if provider:
+                break
+    facts.event = _event(
+        r,
+        source,
+        "Procedure",
+        tz,
+        pid=_ref_id(r.get("subject"), "Patient"),
+        status=r.get("status"),
+        day=day,
+        encounter=_ref_id(r.get("encounter"), "Encounter"),
+        provider=provider,
+    )
+    return facts
+
+
+def _condition(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
+    facts = Facts()
+    day = _day(r.get("recordedDate"), tz)
+    if day is None:
+        day = (
+            _day(r.get("onsetDateTime"), tz)
+            if "onsetDateTime" in r
+            else _period_start(r.get("onsetPeriod"), tz)
+        )
+    for system, code in _codings(r.get("code")):
+        facts.codes.append((0, "dx", SECONDARY, system, code))
+    verification = _first_code(r.get("verificationStatus"))
+    facts.event = _event(
+        r,
+        source,
+        "Condition",
+        tz,
+        pid=_ref_id(r.get("subject"), "Patient"),
+        status=_first_code(r.get("clinicalStatus")),
+        day=day,
+        encounter=_ref_id(r.get("encounter"), "Encounter"),
+        verification=verification,
+    )
+    return facts
+
+
+def _service_request(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
+    facts = Facts()
+    for concept in [r.get("code"), *(r.get("category") or ())]:
+        for system, code in _codings(concept):
+            facts.codes.append((0, "proc", None, system, code))
+    for concept in r.get("reasonCode") or ():
+        for system, code in _codings(concept):
+            facts.codes.append((0, "dx", SECONDARY, system, code))
+    facts.event = _event(
+        r,
+        source,
+        "ServiceRequest",
+        tz,
+        pid=_ref_id(r.get("subject"), "Patient"),
+        status=r.get("status"),
+        day=_day(r.get("authoredOn"), tz),
+        encounter=_ref_id(r.get("encounter"), "Encounter"),
+        use=r.get("intent"),
+    )
+    return facts
+
+
+def extract(resource: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -> Facts | None:
+    """Facts for one resource (already checked to have ``resourceType`` and ``id``), or
+    ``None`` for types the measure does not read."""
+    rtype = resource["resourceType"]
+    if rtype in CLAIMS_TYPES:
+        return _claim_like(resource, source, rtype, tz)
+    if rtype == "Encounter":
+        return _encounter(resource, source, tz)
+    if rtype == "Procedure":
+        return _procedure(resource, source, tz)
+    if rtype == "Condition":
+        return _condition(resource, source, tz)
+    if rtype == "ServiceRequest":
+        return _service_request(resource, source, tz)
+    if rtype == "Patient":
+        return _patient(resource, source, member_system, tz)
+    if rtype == "Coverage":
+        return _coverage(resource, source, tz)
+    if rtype == "Organization":
+        return _organization(resource, source)
+    return None
