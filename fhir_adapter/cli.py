@@ -1,10 +1,274 @@
-"""The command line: parse, call the library, print. Data to stdout, logs and progress to stderr."""
+"""The command line: parse, call the library, print. Data to stdout, logs and progress to stderr.
+
+Exit codes (DESIGN.md §2): 0 ok, 1 runtime failure, 2 usage, 3 invalid data or mappings.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from fhir_adapter.errors import AdapterError, UsageError
+from fhir_adapter.fhir.dates import parse_instant
+from fhir_adapter.settings import DEFAULT_DATABASE_URL, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+err = Console(stderr=True)
 
 
-@click.group()
+def _settings(database: str | None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if database:
+        overrides["database_url"] = database
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise UsageError(f"invalid settings: {exc}") from exc
+
+
+def database_option(func: F) -> F:
+    return click.option(
+        "--database",
+        envvar="FHIR_ADAPTER_DATABASE_URL",
+        default=None,
+        help=f"Store URL (default {DEFAULT_DATABASE_URL}; env FHIR_ADAPTER_DATABASE_URL).",
+    )(func)
+
+
+def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _write_json(data: Any, out: Path | None) -> None:
+    payload = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+    if out is None:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(payload)
+    tmp.replace(out)  # never a half-written report
+
+
+class AdapterGroup(click.Group):
+    """Turns every :class:`AdapterError` into one message on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AdapterError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=AdapterGroup)
+@click.version_option(package_name="fhir-adapter")
 def main() -> None:
-    """Oregon social-emotional health metric from FHIR R4 data."""
+    """Oregon's social-emotional health metric from FHIR R4 data, as DEQM MeasureReports."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--source", default="local", show_default=True, help="Name of the source these files come from."
+)
+@database_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def ingest(paths: tuple[Path, ...], source: str, database: str | None, quiet: bool) -> None:
+    """Load NDJSON files/folders (also .gz) and Bundle JSON into the store."""
+    from fhir_adapter import workflow
+    from fhir_adapter.ingest.runner import total_bytes
+
+    settings = _settings(database)
+    store = workflow.open_store(settings)
+    started = time.perf_counter()
+    try:
+        total = total_bytes(list(paths))
+        with Progress(
+            TextColumn("ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=err, disable=quiet, transient=False,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("ingest", total=total)
+            result = workflow.ingest(
+                settings, store, list(paths), source, on_bytes=lambda n: progress.advance(task, n)
+            )
+    finally:
+        store.close()
+    elapsed = time.perf_counter() - started
+    for error in result.errors[:200]:
+        err.print(f"{error.location}: {error.message}", highlight=False, soft_wrap=True, markup=False)
+    if len(result.errors) > 200:
+        err.print(f"… and {len(result.errors) - 200} more bad lines", highlight=False)
+    s = result.stats
+    err.print(
+        f"{result.files} files, {result.read} resources read in {elapsed:.1f}s: {s.created} created, "
+        f"{s.updated} updated, {s.unchanged} unchanged, {s.deleted} deleted; {len(result.errors)} rejected",
+        highlight=False,
+    )
+    if result.errors:
+        sys.exit(3)
+
+
+@main.command(name="evaluate")
+@click.option("--measure", required=True, help="Measure id, e.g. oregon-se-issue-focused.")
+@click.option("--period-start", required=True, callback=_date, help="First day of the period (YYYY-MM-DD).")
+@click.option("--period-end", required=True, callback=_date, help="Last day of the period, included.")
+@click.option(
+    "--report-type",
+    type=click.Choice(["summary", "subject-list", "individual"]),
+    default="summary",
+    show_default=True,
+)
+@click.option("--subject", default=None, help="Patient/<id> for one child's individual report.")
+@click.option("--source", default=None, help="Source of --subject when two sources share the id.")
+@click.option("--sources", type=click.Choice(["claims", "all"]), default="all", show_default=True)
+@click.option("--as-of", default=None, help="Data cut: evaluate the store as it was at this time (ISO 8601).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Write to this file instead of stdout."
+)
+@database_option
+def evaluate_cmd(
+    measure: str, period_start: date, period_end: date, report_type: str, subject: str | None, source: str | None,
+    sources: str, as_of: str | None, out: Path | None, database: str | None,
+) -> None:  # fmt: skip
+    """Evaluate a measure and print a DEQM MeasureReport (JSON)."""
+    from fhir_adapter import workflow
+    from fhir_adapter.mappings import load_mappings
+
+    settings = _settings(database)
+    if report_type == "individual" and subject is None:
+        err.print("note: no --subject: writing a Bundle of individual reports", highlight=False)
+    as_of_time = None
+    if as_of is not None:
+        try:
+            as_of_time = parse_instant(as_of)
+        except ValueError as exc:
+            raise UsageError(f"--as-of: {exc}") from None
+    mappings = load_mappings(settings.mappings_dir)
+    store = workflow.open_store(settings)
+    try:
+        request = workflow.EvaluationRequest(
+            measure, period_start, period_end, sources,  # type: ignore[arg-type]
+            as_of=as_of_time, subject=subject, subject_source=source,
+        )  # fmt: skip
+        ev = workflow.run_evaluation(
+            settings, store, request, evidence=report_type != "summary", mappings=mappings
+        )
+    finally:
+        store.close()
+    ctx = workflow.report_context(settings, ev.spec.hash)
+    _write_json(workflow.build_report(ev, ctx, report_type), out)  # type: ignore[arg-type]
+
+
+@main.command()
+@click.option("--measure", required=True)
+@click.option("--period-start", required=True, callback=_date)
+@click.option("--period-end", required=True, callback=_date)
+@click.option("--cco", default=None, help="Only this CCO's children.")
+@click.option("--group", "group_id", default=None, help="Group id (default: the measure's first group).")
+@click.option("--sources", type=click.Choice(["claims", "all"]), default="all", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@database_option
+def gaps(
+    measure: str, period_start: date, period_end: date, cco: str | None, group_id: str | None, sources: str,
+    fmt: str, out: Path | None, database: str | None,
+) -> None:  # fmt: skip
+    """Gap list: denominator children without a qualifying service."""
+    from fhir_adapter import workflow
+
+    settings = _settings(database)
+    store = workflow.open_store(settings)
+    try:
+        request = workflow.EvaluationRequest(measure, period_start, period_end, sources)  # type: ignore[arg-type]
+        ev = workflow.run_evaluation(settings, store, request, evidence=False)
+    finally:
+        store.close()
+    rows = workflow.gap_rows(ev, cco=cco, group=group_id)
+    if fmt == "json":
+        _write_json(rows, out)
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(workflow.GAP_COLUMNS), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    data = buffer.getvalue().encode("utf-8-sig")  # BOM: Excel opens UTF-8 correctly
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+
+
+@main.group()
+def mappings() -> None:
+    """Inspect and check mappings/ (measures, value sets, shared tables)."""
+
+
+@mappings.command("check")
+@click.option(
+    "--dir", "folder", type=click.Path(path_type=Path), default=None, help="Mappings folder to check."
+)
+def mappings_check(folder: Path | None) -> None:
+    """Load every measure and table strictly; errors name file:line."""
+    from fhir_adapter.mappings import check_mappings
+
+    root = folder or _settings(None).mappings_dir
+    for line in check_mappings(root):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--patients", type=click.IntRange(1, 10_000_000), default=1000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--first-year", type=int, default=None, help="Default: two years before --last-year.")
+@click.option("--last-year", type=int, default=None, help="Default: the last full calendar year.")
+def synthesize(patients: int, seed: int, out: Path, first_year: int | None, last_year: int | None) -> None:
+    """Deterministic, messy synthetic children (NDJSON per source and resource type)."""
+    from fhir_adapter.synth import synthesize as run
+
+    last = last_year or date.today().year - 1
+    first = first_year or last - 1
+    summary = run(out, patients, seed, first_year=first, last_year=last)
+    err.print(f"wrote {summary} to {out}", highlight=False, soft_wrap=True)
+
+
+@main.command()
+@click.option("--patients", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True)
+@click.option("--database", default=None, help=f"Store URL (default {DEFAULT_DATABASE_URL}).")
+def demo(patients: int, seed: int, out: Path, database: str | None) -> None:
+    """Synthesise children, ingest them, evaluate both measures, write reports, print a table.
+
+    The demo writes to the embedded SQLite store ./fhir-adapter.db unless --database is given
+    (FHIR_ADAPTER_DATABASE_URL is deliberately ignored, so synthetic children never land in a
+    production database by accident)."""
+    from fhir_adapter.demo import run_demo
+
+    settings = _settings(database or DEFAULT_DATABASE_URL)
+    run_demo(settings, out, patients=patients, seed=seed, console=Console(), progress=err)

@@ -67,7 +67,7 @@ def _is_ndjson(path: Path, head: bytes) -> bool:
 def read_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[Item]:
     """Yield parsed resources and line errors from one file, in file order."""
     with _open(path) as stream:
-        buffered = io.BufferedReader(stream)  # type: ignore[arg-type]
+        buffered = io.BufferedReader(stream)  # type: ignore[type-var]
         head = buffered.peek(65536)[:65536]
         if _is_ndjson(path, head):
             yield from _read_ndjson(path, buffered, on_bytes)
@@ -141,19 +141,21 @@ def _bundle_entries(location: str, bundle: dict[str, Any]) -> Iterator[Item]:
         yield LineError(location, "Bundle has no entry list")
         return
     ids: dict[str, tuple[str, str]] = {}
-    resolved: list[tuple[int, dict[str, Any] | None, dict[str, Any]]] = []
+    resolved: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     for index, entry in enumerate(entries):
         where = f"{location} (Bundle.entry[{index}])"
         if not isinstance(entry, dict):
             yield LineError(where, "entry is not an object")
             continue
-        request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
+        request: dict[str, Any] = entry["request"] if isinstance(entry.get("request"), dict) else {}
         if request.get("method") == "DELETE":
             target = parse_reference(request.get("url"))
             if target is None:
                 yield LineError(where, f"cannot delete {request.get('url')!r}")
             else:
-                yield ParsedResource(target[0], target[1], {"resourceType": target[0], "id": target[1]}, deleted=True)
+                yield ParsedResource(
+                    target[0], target[1], {"resourceType": target[0], "id": target[1]}, deleted=True
+                )
             continue
         resource = entry.get("resource")
         if isinstance(resource, dict) and "id" not in resource:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -20,7 +20,7 @@ SOURCE_MAX = 128
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -34,7 +34,9 @@ class IngestResult:
 def check_source(source: str) -> str:
     name = source.strip()
     if not name or len(name) > SOURCE_MAX or any(ch in name for ch in "/|\n\r\t"):
-        raise UsageError(f"source name {source!r} must be 1–{SOURCE_MAX} characters without '/', '|' or spaces")
+        raise UsageError(
+            f"source name {source!r} must be 1–{SOURCE_MAX} characters without '/', '|' or spaces"
+        )
     return name
 
 
@@ -73,7 +75,13 @@ def ingest_items(
             conn.execute(
                 insert(ingest_issues),
                 [
-                    {"source": source, "at": at, "location": e.location[:512], "severity": "error", "message": e.message}
+                    {
+                        "source": source,
+                        "at": at,
+                        "location": e.location[:512],
+                        "severity": "error",
+                        "message": e.message,
+                    }
                     for e in new_errors
                 ],
             )
@@ -94,7 +102,9 @@ def ingest_paths(
     files = expand_paths(paths)
     result = IngestResult(files=len(files))
     for path in files:
-        ingest_items(store, read_file(path, on_bytes), source, batch_size=batch_size, clock=clock, result=result)
+        ingest_items(
+            store, read_file(path, on_bytes), source, batch_size=batch_size, clock=clock, result=result
+        )
     return result
 
 

@@ -96,7 +96,9 @@ def _tmp(name: str, select: str) -> Statement:
     return Statement(f"CREATE TEMP TABLE {name} AS {select}", creates=name)
 
 
-def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, sources: SourceMode) -> EvaluationPlan:
+def plan(
+    spec: MeasureSpec, period_start: date, period_end: date, as_of: int, sources: SourceMode
+) -> EvaluationPlan:
     """SQL statements that leave ``t_result`` (one row per person and group) and
     ``t_evidence`` behind; see :mod:`fhir_adapter.store.evaluate` for the tables it reads."""
     params: dict[str, Any] = {
@@ -116,16 +118,24 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
     s: list[Statement] = []
 
     # -- people --------------------------------------------------------------------------
-    s.append(_tmp("t_pat", f"""
+    s.append(
+        _tmp(
+            "t_pat",
+            f"""
         SELECT p.rkey, p.source, p.pid, r.version, p.member_id, p.birth_lo_day, p.birth_lo_ymd, p.birth_hi_ymd,
                p.gender, p.birth_sex, p.deceased, p.deceased_day, p.race, p.ethnicity, p.language,
                p.disability, p.county,
                CASE WHEN p.member_id IS NOT NULL THEN 'm:' || p.member_id ELSE 'u:' || p.source || '/' || p.pid END
                  AS person
         FROM f_patient p JOIN resources r ON r.rkey = p.rkey
-        WHERE {visible("r")}"""))
+        WHERE {visible("r")}""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_pat ON t_pat (source, pid)"))
-    s.append(_tmp("t_person0", """
+    s.append(
+        _tmp(
+            "t_person0",
+            """
         SELECT person, COUNT(*) AS records, COUNT(birth_lo_ymd) AS births,
                MAX(birth_lo_ymd) AS b_lo, MIN(birth_hi_ymd) AS b_hi, MAX(birth_lo_day) AS b_lo_day,
                MIN(birth_lo_ymd) AS b_lo_any, MAX(birth_hi_ymd) AS b_hi_any, MIN(birth_lo_day) AS b_lo_day_any,
@@ -133,27 +143,42 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
                MAX(birth_sex) AS birth_sex, MAX(gender) AS gender, MAX(race) AS race, MAX(ethnicity) AS ethnicity,
                MAX(language) AS language, MAX(disability) AS disability, MAX(county) AS county,
                MIN(source || '|' || pid) AS subject, MAX(member_id) AS member_id
-        FROM t_pat GROUP BY person"""))
+        FROM t_pat GROUP BY person""",
+        )
+    )
     # Records that disagree on the birth date keep the widest range (then ambiguous).
-    s.append(_tmp("t_person", """
+    s.append(
+        _tmp(
+            "t_person",
+            """
         SELECT p.*,
                CASE WHEN b_lo <= b_hi THEN b_lo ELSE b_lo_any END AS birth_lo,
                CASE WHEN b_lo <= b_hi THEN b_hi ELSE b_hi_any END AS birth_hi,
                CASE WHEN b_lo <= b_hi THEN b_lo_day ELSE b_lo_day_any END AS birth_day,
                CASE WHEN b_lo > b_hi THEN 1 ELSE 0 END AS birth_conflict
-        FROM t_person0 p"""))
-    s.append(_tmp("t_age", """
+        FROM t_person0 p""",
+        )
+    )
+    s.append(
+        _tmp(
+            "t_age",
+            """
         SELECT person, births, birth_lo, birth_hi,
                CASE WHEN births = 0 THEN NULL WHEN birth_lo > :end_ymd THEN -1
                     ELSE (:end_ymd - birth_lo) / 10000 END AS age_old,
                CASE WHEN births = 0 THEN NULL WHEN birth_hi > :end_ymd THEN -1
                     ELSE (:end_ymd - birth_hi) / 10000 END AS age_young,
                CASE WHEN birth_day IS NOT NULL AND birth_day > :p_start THEN birth_day ELSE :p_start END AS win_start
-        FROM t_person"""))
+        FROM t_person""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_age ON t_age (person)"))
 
     # -- enrollment --------------------------------------------------------------------------
-    s.append(_tmp("t_span", f"""
+    s.append(
+        _tmp(
+            "t_span",
+            f"""
         SELECT pm.person, COALESCE(ci.cco, co.cco) AS cco, c.start_day, c.end_day, c.rkey, c.source
         FROM f_coverage c
         JOIN resources r ON r.rkey = c.rkey
@@ -166,17 +191,27 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
             WHERE {visible("r2")}
             GROUP BY o.source, o.oid
         ) co ON co.source = c.source AND co.oid = c.payor_org
-        WHERE {visible("r")} AND c.status = 'active' AND (ci.cco IS NOT NULL OR co.cco IS NOT NULL)"""))
+        WHERE {visible("r")} AND c.status = 'active' AND (ci.cco IS NOT NULL OR co.cco IS NOT NULL)""",
+        )
+    )
     scoped = "SELECT person, cco, start_day, end_day FROM t_span"
     if any_cco:
         scoped += " UNION ALL SELECT person, '*', start_day, end_day FROM t_span"
-    s.append(_tmp("t_clip", f"""
+    s.append(
+        _tmp(
+            "t_clip",
+            f"""
         SELECT sp.person, sp.cco,
                CASE WHEN sp.start_day IS NULL OR sp.start_day < a.win_start THEN a.win_start ELSE sp.start_day END AS a,
                CASE WHEN sp.end_day IS NULL OR sp.end_day > :p_end THEN :p_end ELSE sp.end_day END AS b
         FROM ({scoped}) sp JOIN t_age a ON a.person = sp.person
-        WHERE (sp.start_day IS NULL OR sp.start_day <= :p_end) AND (sp.end_day IS NULL OR sp.end_day >= a.win_start)"""))
-    s.append(_tmp("t_island", """
+        WHERE (sp.start_day IS NULL OR sp.start_day <= :p_end) AND (sp.end_day IS NULL OR sp.end_day >= a.win_start)""",
+        )
+    )
+    s.append(
+        _tmp(
+            "t_island",
+            """
         SELECT person, cco, MIN(a) AS a, MAX(b) AS b FROM (
             SELECT person, cco, a, b,
                    SUM(new_island) OVER (PARTITION BY person, cco ORDER BY a, b ROWS UNBOUNDED PRECEDING) AS island
@@ -190,21 +225,33 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
                     FROM t_clip
                 ) o
             ) f
-        ) g GROUP BY person, cco, island"""))
-    s.append(_tmp("t_enr", """
+        ) g GROUP BY person, cco, island""",
+        )
+    )
+    s.append(
+        _tmp(
+            "t_enr",
+            """
         SELECT i.person, i.cco, COUNT(*) AS islands, SUM(i.b - i.a + 1) AS covered, MIN(i.a) AS first_a,
                MAX(CASE WHEN i.b = :p_end THEN 1 ELSE 0 END) AS on_anchor,
                MAX(CASE WHEN i.b = :p_end THEN i.a ELSE NULL END) AS anchor_start,
                MIN(a.win_start) AS win_start
         FROM t_island i JOIN t_age a ON a.person = i.person
-        GROUP BY i.person, i.cco"""))
-    s.append(_tmp("t_enr2", """
+        GROUP BY i.person, i.cco""",
+        )
+    )
+    s.append(
+        _tmp(
+            "t_enr2",
+            """
         SELECT e.*, (:p_end - e.win_start + 1) - e.covered AS gap_days,
                e.islands - 1 + CASE WHEN e.first_a > e.win_start THEN 1 ELSE 0 END AS gaps,
                CASE WHEN e.on_anchor = 1
                      AND e.islands - 1 + CASE WHEN e.first_a > e.win_start THEN 1 ELSE 0 END <= :max_gaps
                      AND (:p_end - e.win_start + 1) - e.covered <= :max_gap_days THEN 1 ELSE 0 END AS continuous
-        FROM t_enr e"""))
+        FROM t_enr e""",
+        )
+    )
     if any_cco:
         attributed = """
         SELECT x.person, x.cco, x.anchor_ccos, COALESCE(st.continuous, 0) AS continuous,
@@ -227,7 +274,10 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
     s.append(Statement("CREATE INDEX ix_t_attr ON t_attr (person)"))
 
     # -- initial population, exclusion ----------------------------------------------------------
-    s.append(_tmp("t_base", f"""
+    s.append(
+        _tmp(
+            "t_base",
+            f"""
         SELECT p.person, p.subject, a.age_old, a.age_young, t.cco, t.gaps, t.gap_days,
                COALESCE(t.anchor_ccos, 0) AS anchor_ccos, p.birth_conflict,
                CASE WHEN a.births = 0 THEN 'no-birth-date'
@@ -238,21 +288,31 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
                     ELSE NULL END AS ip_reason,
                CASE WHEN {death_on} = 1 AND p.deceased = 1
                          AND (p.deceased_day IS NULL OR p.deceased_day <= :p_end) THEN 1 ELSE 0 END AS denex
-        FROM t_person p JOIN t_age a ON a.person = p.person LEFT JOIN t_attr t ON t.person = p.person"""))
+        FROM t_person p JOIN t_age a ON a.person = p.person LEFT JOIN t_attr t ON t.person = p.person""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_base ON t_base (person)"))
 
     # -- events --------------------------------------------------------------------------------
-    s.append(_tmp("t_ev", f"""
+    s.append(
+        _tmp(
+            "t_ev",
+            f"""
         SELECT e.rkey, e.source, e.rtype, e.rid, r.version, e.status, e.use, e.outcome, e.denied, e.day,
                e.encounter_rid, e.claim_rid, e.verification, e.category, pm.person
         FROM f_event e JOIN resources r ON r.rkey = e.rkey
         JOIN t_pat pm ON pm.source = e.source AND pm.pid = e.pid
         JOIN t_base b ON b.person = pm.person AND b.ip_reason IS NULL
-        WHERE {visible("r")} AND e.category IN {categories}"""))
+        WHERE {visible("r")} AND e.category IN {categories}""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_ev_rkey ON t_ev (rkey)"))
     s.append(Statement("CREATE INDEX ix_t_ev_rid ON t_ev (source, rtype, rid)"))
     # EOBs replaced through explicit links only (Edge rule 6).
-    s.append(_tmp("t_replaced", """
+    s.append(
+        _tmp(
+            "t_replaced",
+            """
         SELECT DISTINCT e.rkey FROM t_ev e JOIN f_ref f ON f.rkey = e.rkey
         WHERE e.rtype = 'ExplanationOfBenefit' AND f.field = 'replacedby'
         UNION
@@ -265,9 +325,14 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
              AND f.ttype = 'identifier'
         JOIN f_ref i ON i.source = x.source AND i.field = 'ident' AND i.ttype = 'identifier' AND i.tid = f.tid
         JOIN t_ev e ON e.rkey = i.rkey AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey
-        WHERE x.rtype = 'ExplanationOfBenefit'"""))
+        WHERE x.rtype = 'ExplanationOfBenefit'""",
+        )
+    )
     # Service events that count (before denial), spec §3 "Numerator" sources.
-    s.append(_tmp("t_svc0", """
+    s.append(
+        _tmp(
+            "t_svc0",
+            """
         SELECT e.* FROM t_ev e
         WHERE (e.rtype = 'ExplanationOfBenefit' AND e.use = 'claim'
                AND (e.status IS NULL OR e.status NOT IN ('cancelled', 'entered-in-error'))
@@ -278,31 +343,51 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
                AND NOT EXISTS (SELECT 1 FROM t_ev x WHERE x.source = e.source
                                AND x.rtype = 'ExplanationOfBenefit' AND x.claim_rid = e.rid))
            OR (e.rtype = 'Encounter' AND e.status = 'finished')
-           OR (e.rtype = 'Procedure' AND e.status = 'completed')"""))
+           OR (e.rtype = 'Procedure' AND e.status = 'completed')""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_svc0 ON t_svc0 (rkey)"))
     # Lines in the period: claims by line from-date, clinical events by their date (line 0).
-    s.append(_tmp("t_line", """
+    s.append(
+        _tmp(
+            "t_line",
+            """
         SELECT s.rkey, l.line, l.day, CASE WHEN s.denied = 1 OR l.denied = 1 THEN 1 ELSE 0 END AS denied
         FROM t_svc0 s JOIN f_line l ON l.rkey = s.rkey
         WHERE s.category = 'claims' AND l.day BETWEEN :p_start AND :p_end
         UNION ALL
         SELECT s.rkey, 0, s.day, 0 FROM t_svc0 s
-        WHERE s.category = 'clinical' AND s.day BETWEEN :p_start AND :p_end"""))
+        WHERE s.category = 'clinical' AND s.day BETWEEN :p_start AND :p_end""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_line ON t_line (rkey, line)"))
     # Diagnoses available to each service event: its own codes, linked Conditions, and for a
     # Procedure its Encounter's (Edge rule 8).
-    s.append(_tmp("t_cond", f"""
+    s.append(
+        _tmp(
+            "t_cond",
+            f"""
         SELECT e.rkey, e.source, e.rid, e.encounter_rid FROM f_event e JOIN resources r ON r.rkey = e.rkey
         WHERE e.rtype = 'Condition' AND {visible("r")}
-          AND (e.verification IS NULL OR e.verification NOT IN ('refuted', 'entered-in-error'))"""))
+          AND (e.verification IS NULL OR e.verification NOT IN ('refuted', 'entered-in-error'))""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_cond_rid ON t_cond (source, rid)"))
     s.append(Statement("CREATE INDEX ix_t_cond_enc ON t_cond (source, encounter_rid)"))
-    s.append(_tmp("t_enc_ok", f"""
+    s.append(
+        _tmp(
+            "t_enc_ok",
+            f"""
         SELECT e.rkey, e.source, e.rid FROM f_event e JOIN resources r ON r.rkey = e.rkey
         WHERE e.rtype = 'Encounter' AND {visible("r")}
-          AND (e.status IS NULL OR e.status NOT IN ('cancelled', 'entered-in-error'))"""))
+          AND (e.status IS NULL OR e.status NOT IN ('cancelled', 'entered-in-error'))""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_enc_ok ON t_enc_ok (source, rid)"))
-    s.append(_tmp("t_link", """
+    s.append(
+        _tmp(
+            "t_link",
+            """
         SELECT s.rkey AS svc, c.rkey AS dx_rkey, 2 AS seq FROM t_svc0 s
         JOIN t_cond c ON c.source = s.source AND c.encounter_rid = s.rid WHERE s.rtype = 'Encounter'
         UNION ALL
@@ -317,25 +402,39 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
         UNION ALL
         SELECT s.rkey, c.rkey, f.seq FROM t_svc0 s JOIN t_enc_ok en ON en.source = s.source AND en.rid = s.encounter_rid
         JOIN f_ref f ON f.rkey = en.rkey AND f.field = 'diagnosis'
-        JOIN t_cond c ON c.source = en.source AND c.rid = f.tid WHERE s.rtype = 'Procedure'"""))
-    s.append(_tmp("t_dx", """
+        JOIN t_cond c ON c.source = en.source AND c.rid = f.tid WHERE s.rtype = 'Procedure'""",
+        )
+    )
+    s.append(
+        _tmp(
+            "t_dx",
+            """
         SELECT s.rkey AS svc, fc.line, fc.seq, fc.cid FROM t_svc0 s
         JOIN f_code fc ON fc.rkey = s.rkey AND fc.role = 'dx'
         WHERE EXISTS (SELECT 1 FROM t_cm m WHERE m.cid = fc.cid)
         UNION ALL
         SELECT l.svc, 0, COALESCE(l.seq, fc.seq), fc.cid FROM t_link l
         JOIN f_code fc ON fc.rkey = l.dx_rkey AND fc.role = 'dx' AND fc.line = 0
-        WHERE EXISTS (SELECT 1 FROM t_cm m WHERE m.cid = fc.cid)"""))
+        WHERE EXISTS (SELECT 1 FROM t_cm m WHERE m.cid = fc.cid)""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_dx ON t_dx (svc, line)"))
-    s.append(_tmp("t_proc", """
+    s.append(
+        _tmp(
+            "t_proc",
+            """
         SELECT l.rkey, l.line, l.day, l.denied, m.vs FROM t_line l
         JOIN f_code pc ON pc.rkey = l.rkey AND pc.line = l.line AND pc.role = 'proc'
         JOIN t_cm m ON m.cid = pc.cid
-          AND (m.vfrom IS NULL OR l.day >= m.vfrom) AND (m.vto IS NULL OR l.day <= m.vto)"""))
+          AND (m.vfrom IS NULL OR l.day >= m.vfrom) AND (m.vto IS NULL OR l.day <= m.vto)""",
+        )
+    )
     s.append(Statement("CREATE INDEX ix_t_proc ON t_proc (vs, rkey, line)"))
 
     # -- per group ------------------------------------------------------------------------------
-    s.append(Statement("CREATE TEMP TABLE t_hit (person TEXT, grp TEXT, kind TEXT, rkey BIGINT)", creates="t_hit"))
+    s.append(
+        Statement("CREATE TEMP TABLE t_hit (person TEXT, grp TEXT, kind TEXT, rkey BIGINT)", creates="t_hit")
+    )
     for index, group in enumerate(spec.groups):
         g = f"g{index}"
         params[f"{g}_id"] = group.id
@@ -356,25 +455,31 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
             ("denied", f"p.denied = 1 {with_dx}"),
             ("nodx", f"p.denied = 0 {without_dx}"),
         ):
-            s.append(Statement(f"""
+            s.append(
+                Statement(f"""
                 INSERT INTO t_hit (person, grp, kind, rkey)
                 SELECT DISTINCT e.person, :{g}_id, '{kind}', p.rkey FROM t_proc p JOIN t_svc0 e ON e.rkey = p.rkey
-                WHERE p.vs = :{g}_proc AND {cond}"""))
+                WHERE p.vs = :{g}_proc AND {cond}""")
+            )
         if group.need_diagnoses is not None:
             params[f"{g}_need"] = group.need_diagnoses
-            s.append(Statement(f"""
+            s.append(
+                Statement(f"""
                 INSERT INTO t_hit (person, grp, kind, rkey)
                 SELECT DISTINCT e.person, :{g}_id, 'need', e.rkey FROM t_dx d
                 JOIN t_line l ON l.rkey = d.svc AND l.denied = 0
                 JOIN t_cm m ON m.cid = d.cid AND m.vs = :{g}_need
                   AND (m.vfrom IS NULL OR l.day >= m.vfrom) AND (m.vto IS NULL OR l.day <= m.vto)
-                JOIN t_svc0 e ON e.rkey = d.svc"""))
+                JOIN t_svc0 e ON e.rkey = d.svc""")
+            )
     # Unknown code systems among service codings in the period.
-    s.append(Statement("""
+    s.append(
+        Statement("""
         INSERT INTO t_hit (person, grp, kind, rkey)
         SELECT DISTINCT e.person, '*', 'unknown', l.rkey FROM t_line l JOIN t_svc0 e ON e.rkey = l.rkey
         JOIN f_code fc ON fc.rkey = l.rkey AND fc.line = l.line AND fc.role = 'proc'
-        JOIN t_unknown u ON u.cid = fc.cid"""))
+        JOIN t_unknown u ON u.cid = fc.cid""")
+    )
     s.append(Statement("CREATE INDEX ix_t_hit ON t_hit (person, grp, kind)"))
 
     # -- results ---------------------------------------------------------------------------------
@@ -390,7 +495,9 @@ def plan(spec: MeasureSpec, period_start: date, period_end: date, as_of: int, so
         def has(kind: str, g: str = g) -> str:
             return f"EXISTS (SELECT 1 FROM t_hit h WHERE h.person = b.person AND h.grp = :{g}_id AND h.kind = '{kind}')"
 
-        unknown = "EXISTS (SELECT 1 FROM t_hit h WHERE h.person = b.person AND h.grp = '*' AND h.kind = 'unknown')"
+        unknown = (
+            "EXISTS (SELECT 1 FROM t_hit h WHERE h.person = b.person AND h.grp = '*' AND h.kind = 'unknown')"
+        )
         unions.append(f"""
         SELECT b.person, :{g}_id AS grp, {index} AS grp_index,
                CASE WHEN b.ip_reason IS NULL THEN 1 ELSE 0 END AS ip,

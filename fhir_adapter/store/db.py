@@ -114,7 +114,9 @@ class Store:
         try:
             store._prepare(create)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the store at {engine.url!r}: {exc.__class__.__name__}: {exc}") from exc
+            raise StoreError(
+                f"cannot open the store at {engine.url!r}: {exc.__class__.__name__}: {exc}"
+            ) from exc
         return store
 
     def close(self) -> None:
@@ -125,10 +127,12 @@ class Store:
         with self.engine.begin() as conn:
             if create:
                 metadata.create_all(conn)
-            rows = dict(conn.execute(text("SELECT key, value FROM store_meta")).all())
+            rows: dict[str, str] = {k: v for k, v in conn.execute(text("SELECT key, value FROM store_meta"))}
             if "schema_version" not in rows:
                 conn.execute(
-                    text("INSERT INTO store_meta (key, value) VALUES ('schema_version', :v), ('extractor_version', :e)"),
+                    text(
+                        "INSERT INTO store_meta (key, value) VALUES ('schema_version', :v), ('extractor_version', :e)"
+                    ),
                     {"v": str(SCHEMA_VERSION), "e": str(EXTRACTOR_VERSION)},
                 )
                 return
@@ -143,8 +147,8 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite, so concurrent writers queue)."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with self.engine.connect() as plain:
+            conn = plain.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 yield conn
 
@@ -167,14 +171,16 @@ class Store:
         try:
             with self.write() as conn:
                 current = self._current_versions(conn, source, list(latest))
-                new_rows: list[tuple[Any, ...]] = []
+                new_rows: list[list[Any]] = []
                 superseded: list[int] = []
                 pending: list[tuple[ParsedResource, str]] = []
                 for key, (item, body, digest) in latest.items():
                     old = current.get(key)
                     if old is not None:
                         old_rkey, old_version, old_hash, old_deleted = old
-                        if (item.deleted and old_deleted) or (not item.deleted and not old_deleted and old_hash == digest):
+                        if (item.deleted and old_deleted) or (
+                            not item.deleted and not old_deleted and old_hash == digest
+                        ):
                             stats.unchanged += 1
                             continue
                         superseded.append(old_rkey)
@@ -250,14 +256,18 @@ class Store:
     def _allocate_rkeys(self, conn: Connection, n: int) -> list[int]:
         if self.dialect == "postgresql":
             rows = conn.execute(
-                text("SELECT nextval(pg_get_serial_sequence('resources', 'rkey')) FROM generate_series(1, :n)"),
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('resources', 'rkey')) FROM generate_series(1, :n)"
+                ),
                 {"n": n},
             )
             return [int(r[0]) for r in rows]
         start = int(conn.execute(text("SELECT COALESCE(MAX(rkey), 0) FROM resources")).scalar_one()) + 1
         return list(range(start, start + n))
 
-    def _bulk(self, conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def _bulk(
+        self, conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
         if not rows:
             return
         raw = conn.connection.driver_connection
@@ -287,7 +297,9 @@ class Store:
                 params[f"s{n}"] = system[:256]
                 params[f"c{n}"] = code[:128]
                 values.append(f"(:s{n}, :c{n})")
-            conn.execute(text(f"INSERT INTO codes (system, code) VALUES {', '.join(values)} {conflict}"), params)
+            conn.execute(
+                text(f"INSERT INTO codes (system, code) VALUES {', '.join(values)} {conflict}"), params
+            )
         # Read back every id (another writer may have created some of them).
         for chunk in _chunks(missing, _CHUNK):
             params = {}
@@ -338,7 +350,10 @@ class Store:
         self._bulk(conn, "f_line", _cols("f_line"), lines)
         self._bulk(conn, "f_ref", _cols("f_ref"), refs)
         self._bulk(
-            conn, "f_code", _cols("f_code"), [(rkey, line, role, seq, cids[pair]) for rkey, line, role, seq, pair in code_rows]
+            conn,
+            "f_code",
+            _cols("f_code"),
+            [(rkey, line, role, seq, cids[pair]) for rkey, line, role, seq, pair in code_rows],
         )
 
     # -- maintenance ----------------------------------------------------------------------
@@ -361,7 +376,8 @@ class Store:
                     buffer = []
             self._write_facts(conn, buffer)
             conn.execute(
-                text("UPDATE store_meta SET value = :v WHERE key = 'extractor_version'"), {"v": str(EXTRACTOR_VERSION)}
+                text("UPDATE store_meta SET value = :v WHERE key = 'extractor_version'"),
+                {"v": str(EXTRACTOR_VERSION)},
             )
         return count
 

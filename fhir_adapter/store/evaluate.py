@@ -89,7 +89,9 @@ class Evaluation:
     unknown_systems: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _load_lookups(conn: Connection, store: Store, mappings: Mappings, spec: MeasureSpec, ev_plan: EvaluationPlan) -> None:
+def _load_lookups(
+    conn: Connection, store: Store, mappings: Mappings, spec: MeasureSpec, ev_plan: EvaluationPlan
+) -> None:
     conn.execute(text("CREATE TEMP TABLE t_cco (system TEXT, value TEXT, cco TEXT)"))
     rows = [{"s": s, "v": v, "c": cco.id} for cco in mappings.ccos for (s, v) in cco.identifiers]
     if rows:
@@ -161,7 +163,9 @@ def evaluate(
         children = _read_results(conn, spec)
         evaluation = Evaluation(spec, period_start, period_end, as_of, sources, children)
         if all_evidence or evidence_for:
-            evaluation.evidence = _read_evidence(conn, spec, None if all_evidence else list(evidence_for or ()), ev_plan)
+            evaluation.evidence = _read_evidence(
+                conn, spec, None if all_evidence else list(evidence_for or ()), ev_plan
+            )
         evaluation.unknown_systems = [
             (str(system), int(n))
             for system, n in conn.execute(
@@ -194,7 +198,9 @@ def _read_results(conn: Connection, spec: MeasureSpec) -> list[ChildResult]:
     groups: list[GroupResult] = []
     n_groups = len(spec.groups)
     for row in rows:
-        groups.append(GroupResult(row.grp, bool(row.ip), bool(row.den), bool(row.denex), bool(row.num), row.reason))
+        groups.append(
+            GroupResult(row.grp, bool(row.ip), bool(row.den), bool(row.denex), bool(row.num), row.reason)
+        )
         current = list(row)
         if len(groups) == n_groups:
             source, _, pid = str(row.subject).partition("|")

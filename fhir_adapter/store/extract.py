@@ -123,6 +123,11 @@ def _denied(adjudications: Any) -> int:
     return 0
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def _ext(resource: dict[str, Any], url: str) -> dict[str, Any] | None:
     for ext in resource.get("extension") or ():
         if isinstance(ext, dict) and ext.get("url") == url:
@@ -217,7 +222,7 @@ def _coverage(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
         payor_org = _ref_id(payor, "Organization")
         if payor_value or payor_org:
             break
-    period = r.get("period") if isinstance(r.get("period"), dict) else {}
+    period = _obj(r.get("period"))
     start = _day(period.get("start"), tz)
     end = _day(period.get("end"), tz)
     return Facts(
@@ -254,7 +259,7 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
     for dx in r.get("diagnosis") or ():
         if not isinstance(dx, dict):
             continue
-        seq = dx.get("sequence") if isinstance(dx.get("sequence"), int) else 0
+        seq: int = dx["sequence"] if isinstance(dx.get("sequence"), int) else 0
         principal = _has_code(
             dx.get("type") or (), "http://terminology.hl7.org/CodeSystem/ex-diagnosistype", "principal"
         ) or any(code == "principal" for concept in dx.get("type") or () for _s, code in _codings(concept))
@@ -275,7 +280,7 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
     for index, item in enumerate(r.get("item") or (), start=1):
         if not isinstance(item, dict):
             continue
-        line = item.get("sequence") if isinstance(item.get("sequence"), int) else index
+        line: int = item["sequence"] if isinstance(item.get("sequence"), int) else index
         served = (
             _day(item.get("servicedDate"), tz)
             if "servicedDate" in item
@@ -368,7 +373,7 @@ def _event(
 
 def _encounter(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
     facts = Facts()
-    period = r.get("period") if isinstance(r.get("period"), dict) else {}
+    period = _obj(r.get("period"))
     day = _day(period.get("start"), tz) or _day(period.get("end"), tz)
     for concept in [*(r.get("type") or ()), r.get("serviceType")]:
         for system, code in _codings(concept):
