@@ -272,3 +272,25 @@ def demo(patients: int, seed: int, out: Path, database: str | None) -> None:
 
     settings = _settings(database or DEFAULT_DATABASE_URL)
     run_demo(settings, out, patients=patients, seed=seed, console=Console(), progress=err)
+
+
+@main.group()
+def conformance() -> None:
+    """The FHIR conformance resources generated from mappings/."""
+
+
+@conformance.command("build")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Folder (default: the conformance dir)."
+)
+def conformance_build(out: Path | None) -> None:
+    """Regenerate Measure, Library, ValueSets and CapabilityStatement from mappings/."""
+    from fhir_adapter.mappings import load_mappings
+    from fhir_adapter.report.conformance import write_conformance
+
+    settings = _settings(None)
+    folder = out or settings.conformance_dir
+    written = write_conformance(load_mappings(settings.mappings_dir), folder, settings.canonical_base)
+    for path in written:
+        click.echo(str(path))
+    err.print(f"{len(written)} files written to {folder}", highlight=False)

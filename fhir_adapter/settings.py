@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     member_id_system: str = DEFAULT_MEMBER_ID_SYSTEM
     canonical_base: str = DEFAULT_CANONICAL_BASE
     timezone: str = "America/Los_Angeles"
+    #: ``MeasureReport.reporter`` (1..1 in every DEQM profile): a reference such as
+    #: ``Organization/my-cco`` and/or a display name of the organisation that runs the adapter.
+    reporter_reference: str | None = None
+    reporter_display: str = "fhir-adapter"
     #: Resources handed to the store per write transaction during ingest.
     ingest_batch_size: int = Field(default=5000, ge=1, le=1_000_000)
 
@@ -50,6 +54,17 @@ class Settings(BaseSettings):
     def _known_timezone(cls, value: str) -> str:
         ZoneInfo(value)  # raises for an unknown zone
         return value
+
+    @property
+    def reporter(self) -> dict[str, object]:
+        """The reporter Reference; without a configured reference the adapter instance is named
+        by its canonical base URI as an identifier (DEQM requires a reference or identifier)."""
+        reporter: dict[str, object] = {"display": self.reporter_display}
+        if self.reporter_reference:
+            reporter["reference"] = self.reporter_reference
+        else:
+            reporter["identifier"] = {"system": "urn:ietf:rfc:3986", "value": self.canonical_base}
+        return reporter
 
     @property
     def tz(self) -> ZoneInfo:

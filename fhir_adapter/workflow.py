@@ -121,6 +121,7 @@ def report_context(settings: Settings, mappings_hash: str, clock: Clock = utc_no
         mappings_hash=mappings_hash,
         generated=clock(),
         member_system=settings.member_id_system,
+        reporter=settings.reporter,
     )
 
 

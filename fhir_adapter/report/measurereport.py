@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from fhir_adapter.fhir.dates import from_micros, iso_instant
 from fhir_adapter.measure.engine import ENGINE_VERSION
 from fhir_adapter.measure.spec import MeasureSpec
+from fhir_adapter.report.conformance import measure_url
 from fhir_adapter.store.evaluate import ChildResult, Evaluation, Evidence
 
 DEQM = "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/"
@@ -31,7 +32,14 @@ PROFILES = {
     "summary": DEQM + "summary-measurereport-deqm",
     "subject-list": DEQM + "subjectlist-measurereport-deqm",
 }
-CRITERIA_REFERENCE = "http://hl7.org/fhir/us/cqfmeasures/StructureDefinition/cqfm-criteriaReference"
+#: DEQM STU5 individual profile: ``evaluatedResource.extension:criteriaReference`` is the core
+#: ``cqf-criteriaReference`` (DEQM's own extension-criteriaReference is deprecated in its favour).
+CRITERIA_REFERENCE = "http://hl7.org/fhir/StructureDefinition/cqf-criteriaReference"
+#: DEQM STU5 deqm-3: the scoring at the root (our choice) or on every group, never both.
+MEASURE_SCORING = "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-measureScoring"
+SCORING = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-scoring", "code": "proportion"}]
+}
 POPULATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
 IMPROVEMENT = {
     "coding": [
@@ -61,14 +69,20 @@ class ReportContext:
     mappings_hash: str
     generated: datetime
     member_system: str = ""
-    reporter: dict[str, Any] | None = None
+    reporter: dict[str, Any] = field(
+        default_factory=lambda: {
+            "display": "fhir-adapter",
+            "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:fhir-adapter:unconfigured"},
+        }
+    )
 
     def ext(self, name: str) -> str:
         return f"{self.canonical_base}/StructureDefinition/{name}"
 
 
 def measure_canonical(spec: MeasureSpec, canonical_base: str) -> str:
-    return f"{canonical_base}/Measure/{spec.id}|{spec.version}"
+    """``url|version`` of the generated Measure (deqm-0: the measure has a version)."""
+    return f"{measure_url(spec, canonical_base)}|{spec.version}"
 
 
 def population_id(group: str, code: str) -> str:
@@ -81,6 +95,7 @@ def _code(code: str, display: str) -> dict[str, Any]:
 
 def _stamps(ev: Evaluation, ctx: ReportContext) -> list[dict[str, Any]]:
     return [
+        {"url": MEASURE_SCORING, "valueCodeableConcept": SCORING},
         {"url": ctx.ext("report-data-cut"), "valueDateTime": iso_instant(from_micros(ev.as_of))},
         {"url": ctx.ext("report-mappings-hash"), "valueString": ctx.mappings_hash},
         {"url": ctx.ext("report-engine-version"), "valueString": ENGINE_VERSION},
@@ -101,8 +116,7 @@ def _base(ev: Evaluation, ctx: ReportContext, rtype: str, rid: str) -> dict[str,
         "period": {"start": ev.period_start.isoformat(), "end": ev.period_end.isoformat()},
         "improvementNotation": IMPROVEMENT,
     }
-    if ctx.reporter is not None:
-        report["reporter"] = ctx.reporter
+    report["reporter"] = ctx.reporter
     return report
 
 

@@ -1,0 +1,1 @@
+"""Tests of fhir_adapter.report."""

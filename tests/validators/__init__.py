@@ -1,0 +1,1 @@
+"""Node.js FHIR validators used by the test suite."""
