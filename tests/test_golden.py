@@ -55,6 +55,8 @@ def test_golden(case: Path, store: Store, mappings: Mappings) -> None:
         produced = _normalise(build_report(ev, CTX, run["report_type"]))
         expected_path = case / run["expected"]
         if os.environ.get("FHIR_ADAPTER_REGEN_GOLDEN") == "1":
-            expected_path.write_bytes(orjson.dumps(produced, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+            expected_path.write_bytes(
+                orjson.dumps(produced, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+            )
         expected = orjson.loads(expected_path.read_bytes())
         assert produced == expected, f"{case.name}/{run['expected']} differs"

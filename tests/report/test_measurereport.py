@@ -3,7 +3,7 @@ counts against the generated Measure) and both independent R4 validators."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ COHORT = [
 CTX = ReportContext(
     canonical_base=DEFAULT_CANONICAL_BASE,
     mappings_hash="abc123",
-    generated=datetime(2026, 2, 2, tzinfo=timezone.utc),
+    generated=datetime(2026, 2, 2, tzinfo=UTC),
     member_system=DEFAULT_MEMBER_ID_SYSTEM,
 )
 
