@@ -96,7 +96,7 @@ def _read_ndjson(path: Path, stream: IO[bytes], on_bytes: Callable[[int], None] 
         if value["resourceType"] == "Bundle":
             yield from _bundle_entries(f"{path}:{number}", value)
             continue
-        yield ParsedResource(value["resourceType"], value["id"], value)
+        yield ParsedResource(value["resourceType"], value["id"], value, raw=line.rstrip(b"\r\n"))
 
 
 def _read_json(path: Path, data: bytes) -> Iterator[Item]:

@@ -75,8 +75,10 @@ def visible(alias: str) -> str:
 @dataclass(frozen=True)
 class Statement:
     sql: str
-    #: a temp table this statement creates (for ANALYZE/indexing by the executor)
+    #: a temp table this statement creates
     creates: str | None = None
+    #: a table whose statistics the executor refreshes after this statement
+    analyze: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ def ymd(day: date) -> int:
 
 def _tmp(name: str, select: str) -> Statement:
     return Statement(f"CREATE TEMP TABLE {name} AS {select}", creates=name)
+
+
+def _index(name: str, table: str, columns: str) -> Statement:
+    """An index on a temp table, then fresh statistics for it (so the planner uses it)."""
+    return Statement(f"CREATE INDEX {name} ON {table} ({columns})", analyze=table)
 
 
 def plan(
@@ -131,7 +138,7 @@ def plan(
         WHERE {visible("r")}""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_pat ON t_pat (source, pid)"))
+    s.append(_index("ix_t_pat", "t_pat", "source, pid"))
     s.append(
         _tmp(
             "t_person0",
@@ -172,7 +179,7 @@ def plan(
         FROM t_person""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_age ON t_age (person)"))
+    s.append(_index("ix_t_age", "t_age", "person"))
 
     # -- enrollment --------------------------------------------------------------------------
     s.append(
@@ -271,7 +278,7 @@ def plan(
             FROM t_enr2 WHERE on_anchor = 1
         ) x WHERE rn = 1"""
     s.append(_tmp("t_attr", attributed))
-    s.append(Statement("CREATE INDEX ix_t_attr ON t_attr (person)"))
+    s.append(_index("ix_t_attr", "t_attr", "person"))
 
     # -- initial population, exclusion ----------------------------------------------------------
     s.append(
@@ -291,7 +298,7 @@ def plan(
         FROM t_person p JOIN t_age a ON a.person = p.person LEFT JOIN t_attr t ON t.person = p.person""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_base ON t_base (person)"))
+    s.append(_index("ix_t_base", "t_base", "person"))
 
     # -- events --------------------------------------------------------------------------------
     s.append(
@@ -306,28 +313,33 @@ def plan(
         WHERE {visible("r")} AND e.category IN {categories}""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_ev_rkey ON t_ev (rkey)"))
-    s.append(Statement("CREATE INDEX ix_t_ev_rid ON t_ev (source, rtype, rid)"))
-    # EOBs replaced through explicit links only (Edge rule 6).
+    s.append(_index("ix_t_ev_rkey", "t_ev", "rkey"))
+    s.append(_index("ix_t_ev_rid", "t_ev", "source, rtype, rid"))
+    # EOBs replaced through explicit links only (Edge rule 6); equality joins only (one branch
+    # per link form), so both engines use the indexes.
+    s.append(_index("ix_t_ev_claim", "t_ev", "source, claim_rid"))
+    # CROSS JOIN fixes SQLite's join order (f_ref first, then lookups by key); PostgreSQL plans
+    # it like an inner join.
+    replacing = """
+        SELECT e.rkey FROM f_ref f CROSS JOIN t_ev x CROSS JOIN t_ev e
+        WHERE f.field = 'replaces' AND f.ttype = '{ttype}' AND x.rkey = f.rkey AND x.rtype = 'ExplanationOfBenefit'
+          AND e.source = x.source AND e.{column} = f.tid AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey"""
     s.append(
         _tmp(
             "t_replaced",
-            """
-        SELECT DISTINCT e.rkey FROM t_ev e JOIN f_ref f ON f.rkey = e.rkey
+            f"""
+        SELECT e.rkey FROM t_ev e JOIN f_ref f ON f.rkey = e.rkey
         WHERE e.rtype = 'ExplanationOfBenefit' AND f.field = 'replacedby'
+        UNION {replacing.format(ttype="ExplanationOfBenefit", column="rid")}
+        UNION {replacing.format(ttype="Claim", column="claim_rid")}
         UNION
-        SELECT DISTINCT e.rkey FROM t_ev x JOIN f_ref f ON f.rkey = x.rkey AND f.field = 'replaces'
-        JOIN t_ev e ON e.source = x.source AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey
-         AND ((f.ttype = 'ExplanationOfBenefit' AND f.tid = e.rid) OR (f.ttype = 'Claim' AND f.tid = e.claim_rid))
-        WHERE x.rtype = 'ExplanationOfBenefit'
-        UNION
-        SELECT DISTINCT e.rkey FROM t_ev x JOIN f_ref f ON f.rkey = x.rkey AND f.field = 'replaces'
-             AND f.ttype = 'identifier'
-        JOIN f_ref i ON i.source = x.source AND i.field = 'ident' AND i.ttype = 'identifier' AND i.tid = f.tid
-        JOIN t_ev e ON e.rkey = i.rkey AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey
-        WHERE x.rtype = 'ExplanationOfBenefit'""",
+        SELECT e.rkey FROM f_ref f CROSS JOIN t_ev x CROSS JOIN f_ref i CROSS JOIN t_ev e
+        WHERE f.field = 'replaces' AND f.ttype = 'identifier' AND x.rkey = f.rkey AND x.rtype = 'ExplanationOfBenefit'
+          AND i.source = x.source AND i.ttype = 'identifier' AND i.tid = f.tid AND i.field = 'ident'
+          AND e.rkey = i.rkey AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey""",
         )
     )
+    s.append(_index("ix_t_replaced", "t_replaced", "rkey"))
     # Service events that count (before denial), spec §3 "Numerator" sources.
     s.append(
         _tmp(
@@ -346,7 +358,7 @@ def plan(
            OR (e.rtype = 'Procedure' AND e.status = 'completed')""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_svc0 ON t_svc0 (rkey)"))
+    s.append(_index("ix_t_svc0", "t_svc0", "rkey"))
     # Lines in the period: claims by line from-date, clinical events by their date (line 0).
     s.append(
         _tmp(
@@ -360,7 +372,7 @@ def plan(
         WHERE s.category = 'clinical' AND s.day BETWEEN :p_start AND :p_end""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_line ON t_line (rkey, line)"))
+    s.append(_index("ix_t_line", "t_line", "rkey, line"))
     # Diagnoses available to each service event: its own codes, linked Conditions, and for a
     # Procedure its Encounter's (Edge rule 8).
     s.append(
@@ -372,8 +384,8 @@ def plan(
           AND (e.verification IS NULL OR e.verification NOT IN ('refuted', 'entered-in-error'))""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_cond_rid ON t_cond (source, rid)"))
-    s.append(Statement("CREATE INDEX ix_t_cond_enc ON t_cond (source, encounter_rid)"))
+    s.append(_index("ix_t_cond_rid", "t_cond", "source, rid"))
+    s.append(_index("ix_t_cond_enc", "t_cond", "source, encounter_rid"))
     s.append(
         _tmp(
             "t_enc_ok",
@@ -383,7 +395,7 @@ def plan(
           AND (e.status IS NULL OR e.status NOT IN ('cancelled', 'entered-in-error'))""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_enc_ok ON t_enc_ok (source, rid)"))
+    s.append(_index("ix_t_enc_ok", "t_enc_ok", "source, rid"))
     s.append(
         _tmp(
             "t_link",
@@ -418,7 +430,7 @@ def plan(
         WHERE EXISTS (SELECT 1 FROM t_cm m WHERE m.cid = fc.cid)""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_dx ON t_dx (svc, line)"))
+    s.append(_index("ix_t_dx", "t_dx", "svc, line"))
     s.append(
         _tmp(
             "t_proc",
@@ -429,7 +441,7 @@ def plan(
           AND (m.vfrom IS NULL OR l.day >= m.vfrom) AND (m.vto IS NULL OR l.day <= m.vto)""",
         )
     )
-    s.append(Statement("CREATE INDEX ix_t_proc ON t_proc (vs, rkey, line)"))
+    s.append(_index("ix_t_proc", "t_proc", "vs, rkey, line"))
 
     # -- per group ------------------------------------------------------------------------------
     s.append(
@@ -480,7 +492,7 @@ def plan(
         JOIN f_code fc ON fc.rkey = l.rkey AND fc.line = l.line AND fc.role = 'proc'
         JOIN t_unknown u ON u.cid = fc.cid""")
     )
-    s.append(Statement("CREATE INDEX ix_t_hit ON t_hit (person, grp, kind)"))
+    s.append(_index("ix_t_hit", "t_hit", "person, grp, kind"))
 
     # -- results ---------------------------------------------------------------------------------
     unions = []

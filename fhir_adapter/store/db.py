@@ -36,6 +36,9 @@ class ParsedResource:
     rid: str
     resource: dict[str, Any]
     deleted: bool = False
+    #: The bytes as received (an NDJSON line), stored as the immutable raw resource; when absent
+    #: (a rewritten Bundle entry, a REST body) the resource is serialised canonically.
+    raw: bytes | None = None
 
 
 @dataclass
@@ -166,7 +169,7 @@ class Store:
         # The last occurrence of a key in the batch wins (same arrival time).
         latest: dict[tuple[str, str], tuple[ParsedResource, bytes, str]] = {}
         for item in items:
-            body = canonical_bytes(item.resource)
+            body = item.raw if item.raw is not None else canonical_bytes(item.resource)
             latest[(item.rtype, item.rid)] = (item, body, content_hash(body))
         try:
             with self.write() as conn:
@@ -237,20 +240,32 @@ class Store:
         for rtype, rid in keys:
             by_type.setdefault(rtype, []).append(rid)
         found: dict[tuple[str, str], tuple[int, int, str, int]] = {}
-        for rtype, rids in by_type.items():
-            for chunk in _chunks(rids, _CHUNK):
-                params: dict[str, Any] = {f"i{n}": rid for n, rid in enumerate(chunk)}
-                params.update(source=source, rtype=rtype)
-                placeholders = ", ".join(f":i{n}" for n in range(len(chunk)))
-                rows = conn.execute(
-                    text(
-                        "SELECT rid, rkey, version, hash, deleted FROM resources WHERE source = :source "
-                        f"AND rtype = :rtype AND rid IN ({placeholders}) AND superseded_at IS NULL"
-                    ),
-                    params,
-                )
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        cur = raw.cursor()
+        try:
+            for rtype, rids in by_type.items():
+                if self.dialect == "postgresql":
+                    cur.execute(
+                        "SELECT rid, rkey, version, hash, deleted FROM resources WHERE source = %s AND rtype = %s "
+                        "AND rid = ANY(%s) AND superseded_at IS NULL",
+                        (source, rtype, list(rids)),
+                    )
+                    rows = cur.fetchall()
+                else:
+                    rows = []
+                    for chunk in _chunks(rids, _CHUNK):
+                        marks = ", ".join("?" for _ in chunk)
+                        cur.execute(
+                            "SELECT rid, rkey, version, hash, deleted FROM resources WHERE source = ? AND rtype = ? "
+                            f"AND rid IN ({marks}) AND superseded_at IS NULL",
+                            (source, rtype, *chunk),
+                        )
+                        rows.extend(cur.fetchall())
                 for rid, rkey, version, digest, deleted in rows:
                     found[(rtype, rid)] = (rkey, version, digest, deleted)
+        finally:
+            cur.close()
         return found
 
     def _allocate_rkeys(self, conn: Connection, n: int) -> list[int]:

@@ -158,8 +158,10 @@ def evaluate(
         _load_lookups(conn, store, mappings, spec, ev_plan)
         for statement in ev_plan.statements:
             conn.execute(text(statement.sql), _used(statement.sql, ev_plan.params))
-            if statement.creates and store.dialect == "postgresql":
-                conn.execute(text(f"ANALYZE {statement.creates}"))
+            if statement.analyze:
+                # Temp tables have no statistics; without them both planners pick nested
+                # loops over the largest tables.
+                conn.execute(text(f"ANALYZE {statement.analyze}"))
         children = _read_results(conn, spec)
         evaluation = Evaluation(spec, period_start, period_end, as_of, sources, children)
         if all_evidence or evidence_for:

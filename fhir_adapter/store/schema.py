@@ -31,6 +31,8 @@ from sqlalchemy import (
 SCHEMA_VERSION = 1
 
 metadata = MetaData()
+#: On SQLite an ``INTEGER PRIMARY KEY`` is the rowid itself (no second index); BIGINT elsewhere.
+_RKEY = BigInteger().with_variant(Integer, "sqlite")
 
 store_meta = Table(
     "store_meta",
@@ -58,7 +60,6 @@ resources = Table(
 Index(
     "ix_resources_current", resources.c.source, resources.c.rtype, resources.c.rid, resources.c.superseded_at
 )
-Index("ix_resources_type_id", resources.c.rtype, resources.c.rid)
 
 #: Dictionary of (system, code) pairs as they arrived; f_code points here by ``cid``.
 codes = Table(
@@ -73,7 +74,7 @@ codes = Table(
 f_patient = Table(
     "f_patient",
     metadata,
-    Column("rkey", BigInteger, primary_key=True),
+    Column("rkey", _RKEY, primary_key=True),
     Column("source", String(128), nullable=False),
     Column("pid", String(64), nullable=False),
     Column("member_id", String(64), nullable=True),
@@ -97,7 +98,7 @@ Index("ix_f_patient_src", f_patient.c.source, f_patient.c.pid)
 f_coverage = Table(
     "f_coverage",
     metadata,
-    Column("rkey", BigInteger, primary_key=True),
+    Column("rkey", _RKEY, primary_key=True),
     Column("source", String(128), nullable=False),
     Column("pid", String(64), nullable=True),
     Column("status", String(32), nullable=True),
@@ -124,7 +125,7 @@ Index("ix_f_org_ident", f_org_ident.c.source, f_org_ident.c.oid)
 f_event = Table(
     "f_event",
     metadata,
-    Column("rkey", BigInteger, primary_key=True),
+    Column("rkey", _RKEY, primary_key=True),
     Column("source", String(128), nullable=False),
     Column("rtype", String(64), nullable=False),
     Column("rid", String(64), nullable=False),
@@ -144,9 +145,7 @@ f_event = Table(
     Column("provider", String(128), nullable=True),
     Column("verification", String(32), nullable=True),
 )
-Index("ix_f_event_type", f_event.c.rtype, f_event.c.source, f_event.c.rid)
 Index("ix_f_event_pid", f_event.c.source, f_event.c.pid)
-Index("ix_f_event_enc", f_event.c.source, f_event.c.encounter_rid)
 
 #: Lines of a claim (``line`` ≥ 1), with the line's from-date and denial; line 0 is the header.
 f_line = Table(
