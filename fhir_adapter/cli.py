@@ -271,7 +271,10 @@ def demo(patients: int, seed: int, out: Path, database: str | None) -> None:
     from fhir_adapter.demo import run_demo
 
     settings = _settings(database or DEFAULT_DATABASE_URL)
-    run_demo(settings, out, patients=patients, seed=seed, console=Console(), progress=err)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a log: keep the table readable
+        console = Console(width=120)
+    run_demo(settings, out, patients=patients, seed=seed, console=console, progress=err)
 
 
 @main.group()

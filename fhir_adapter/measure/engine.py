@@ -104,10 +104,16 @@ def _index(name: str, table: str, columns: str) -> Statement:
 
 
 def plan(
-    spec: MeasureSpec, period_start: date, period_end: date, as_of: int, sources: SourceMode
+    spec: MeasureSpec,
+    period_start: date,
+    period_end: date,
+    as_of: int,
+    sources: SourceMode,
+    dialect: str = "sqlite",
 ) -> EvaluationPlan:
-    """SQL statements that leave ``t_result`` (one row per person and group) and
-    ``t_evidence`` behind; see :mod:`fhir_adapter.store.evaluate` for the tables it reads."""
+    """SQL statements that leave ``t_result`` (one row per person and group) and ``t_hit``
+    (the evidence) behind; see :mod:`fhir_adapter.store.evaluate` for the tables it reads.
+    ``dialect`` only chooses the collation of text comparisons."""
     params: dict[str, Any] = {
         "as_of": as_of,
         "p_start": period_start.toordinal(),
@@ -122,6 +128,9 @@ def plan(
     death_on = 1 if death is not None and death.enabled else 0
     categories = "('claims')" if sources == "claims" else "('claims', 'clinical')"
     any_cco = spec.enrollment.scope == "any-cco"
+    # Text comparisons (MIN/MAX and ORDER BY tie-breaks) must order bytes the same way on both
+    # engines: SQLite's BINARY collation, and "C" on PostgreSQL whatever the database's locale.
+    c = ' COLLATE "C"' if dialect == "postgresql" else ""
     s: list[Statement] = []
 
     # -- people --------------------------------------------------------------------------
@@ -142,14 +151,14 @@ def plan(
     s.append(
         _tmp(
             "t_person0",
-            """
+            f"""
         SELECT person, COUNT(*) AS records, COUNT(birth_lo_ymd) AS births,
                MAX(birth_lo_ymd) AS b_lo, MIN(birth_hi_ymd) AS b_hi, MAX(birth_lo_day) AS b_lo_day,
                MIN(birth_lo_ymd) AS b_lo_any, MAX(birth_hi_ymd) AS b_hi_any, MIN(birth_lo_day) AS b_lo_day_any,
                MAX(deceased) AS deceased, MIN(deceased_day) AS deceased_day,
-               MAX(birth_sex) AS birth_sex, MAX(gender) AS gender, MAX(race) AS race, MAX(ethnicity) AS ethnicity,
-               MAX(language) AS language, MAX(disability) AS disability, MAX(county) AS county,
-               MIN(source || '|' || pid) AS subject, MAX(member_id) AS member_id
+               MAX(birth_sex{c}) AS birth_sex, MAX(gender{c}) AS gender, MAX(race{c}) AS race, MAX(ethnicity{c}) AS ethnicity,
+               MAX(language{c}) AS language, MAX(disability{c}) AS disability, MAX(county{c}) AS county,
+               MIN((source || '|' || pid){c}) AS subject, MAX(member_id{c}) AS member_id
         FROM t_pat GROUP BY person""",
         )
     )
@@ -192,7 +201,7 @@ def plan(
         JOIN t_pat pm ON pm.source = c.source AND pm.pid = c.pid
         LEFT JOIN t_cco ci ON ci.system = c.payor_system AND ci.value = c.payor_value
         LEFT JOIN (
-            SELECT o.source, o.oid, MIN(t.cco) AS cco
+            SELECT o.source, o.oid, MIN(t.cco{c}) AS cco
             FROM f_org_ident o JOIN resources r2 ON r2.rkey = o.rkey
             JOIN t_cco t ON t.system = o.system AND t.value = o.value
             WHERE {visible("r2")}
@@ -260,20 +269,20 @@ def plan(
         )
     )
     if any_cco:
-        attributed = """
+        attributed = f"""
         SELECT x.person, x.cco, x.anchor_ccos, COALESCE(st.continuous, 0) AS continuous,
                COALESCE(st.gaps, 0) AS gaps, COALESCE(st.gap_days, 0) AS gap_days FROM (
             SELECT person, cco, anchor_start,
-                   ROW_NUMBER() OVER (PARTITION BY person ORDER BY anchor_start DESC, cco) AS rn,
+                   ROW_NUMBER() OVER (PARTITION BY person ORDER BY anchor_start DESC, cco{c}) AS rn,
                    COUNT(*) OVER (PARTITION BY person) AS anchor_ccos
             FROM t_enr2 WHERE on_anchor = 1 AND cco <> '*'
         ) x LEFT JOIN t_enr2 st ON st.person = x.person AND st.cco = '*'
         WHERE x.rn = 1"""
     else:
-        attributed = """
+        attributed = f"""
         SELECT person, cco, anchor_ccos, continuous, gaps, gap_days FROM (
             SELECT person, cco, continuous, gaps, gap_days,
-                   ROW_NUMBER() OVER (PARTITION BY person ORDER BY continuous DESC, anchor_start DESC, cco) AS rn,
+                   ROW_NUMBER() OVER (PARTITION BY person ORDER BY continuous DESC, anchor_start DESC, cco{c}) AS rn,
                    COUNT(*) OVER (PARTITION BY person) AS anchor_ccos
             FROM t_enr2 WHERE on_anchor = 1
         ) x WHERE rn = 1"""

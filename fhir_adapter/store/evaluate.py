@@ -152,7 +152,7 @@ def evaluate(
     all_evidence: bool = False,
 ) -> Evaluation:
     """Evaluate ``spec`` over the store as it was at ``as_of`` (µs since the epoch)."""
-    ev_plan = plan(spec, period_start, period_end, as_of, sources)
+    ev_plan = plan(spec, period_start, period_end, as_of, sources, store.dialect)
     with store.engine.connect() as conn, conn.begin():
         _drop_temps(conn)
         _load_lookups(conn, store, mappings, spec, ev_plan)
@@ -168,7 +168,7 @@ def evaluate(
             evaluation.evidence = _read_evidence(
                 conn, spec, None if all_evidence else list(evidence_for or ()), ev_plan
             )
-        evaluation.unknown_systems = [
+        evaluation.unknown_systems = sorted(
             (str(system), int(n))
             for system, n in conn.execute(
                 text(
@@ -177,7 +177,7 @@ def evaluate(
                     "WHERE h.kind = 'unknown' GROUP BY c.system ORDER BY c.system"
                 )
             )
-        ]
+        )
         _drop_temps(conn)
     return evaluation
 
@@ -232,6 +232,7 @@ def _read_results(conn: Connection, spec: MeasureSpec) -> list[ChildResult]:
             )
             groups = []
     del current
+    children.sort(key=lambda ch: ch.person)  # code-point order, whatever the database's collation
     return children
 
 
@@ -271,6 +272,8 @@ def _read_evidence(
         out.setdefault(row.person, []).append(
             Evidence(row.person, row.grp, row.population, row.source, row.rtype, row.rid, int(row.version))
         )
+    for items in out.values():
+        items.sort(key=lambda e: (e.group, e.population, e.rtype, e.source, e.rid))
     if persons is not None:
         conn.execute(text("DROP TABLE t_want"))
     del ev_plan, spec
