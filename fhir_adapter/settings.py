@@ -5,6 +5,7 @@ Environment variables use the ``FHIR_ADAPTER_`` prefix, e.g. ``FHIR_ADAPTER_DATA
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
     reporter_display: str = "fhir-adapter"
     #: Resources handed to the store per write transaction during ingest.
     ingest_batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    #: Processes for large file ingests: 2 lets one parse and extract while the other writes.
+    ingest_workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, le=2)
 
     @field_validator("timezone")
     @classmethod

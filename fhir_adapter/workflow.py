@@ -37,7 +37,9 @@ def open_store(settings: Settings) -> Store:
 
 
 def ingest(settings: Settings, store: Store, paths: list[Path], source: str, **kwargs: Any) -> IngestResult:
-    return ingest_paths(store, paths, source, batch_size=settings.ingest_batch_size, **kwargs)
+    return ingest_paths(
+        store, paths, source, batch_size=settings.ingest_batch_size, workers=settings.ingest_workers, **kwargs
+    )
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing as mp
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.queues import Queue
 from pathlib import Path
+from queue import Empty
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert
 
-from fhir_adapter.errors import UsageError
+from fhir_adapter.errors import StoreError, UsageError
 from fhir_adapter.fhir.dates import to_micros
 from fhir_adapter.ingest.files import LineError, expand_paths, read_file
-from fhir_adapter.store.db import ParsedResource, Store, WriteStats
+from fhir_adapter.store.db import ParsedResource, Prepared, Store, WriteStats, prepare
 from fhir_adapter.store.schema import ingest_issues
 
 Clock = Callable[[], datetime]
@@ -34,7 +39,7 @@ class IngestResult:
 
 def check_source(source: str) -> str:
     name = source.strip()
-    if not name or len(name) > SOURCE_MAX or any(ch in name for ch in "/|\n\r\t"):
+    if not name or len(name) > SOURCE_MAX or any(ch in name for ch in "/| \n\r\t"):
         raise UsageError(
             f"source name {source!r} must be 1–{SOURCE_MAX} characters without '/', '|' or spaces"
         )
@@ -69,7 +74,12 @@ def ingest_items(
         if len(batch) >= batch_size:
             flush()
     flush()
-    new_errors = result.errors[errors_start:]
+    _record_errors(store, source, result.errors[errors_start:], clock)
+    return result
+
+
+def _record_errors(store: Store, source: str, new_errors: list[LineError], clock: Clock) -> None:
+    """Keep rejected lines for the data-quality report."""
     if new_errors:
         at = to_micros(clock())
         with store.write() as conn:
@@ -86,7 +96,6 @@ def ingest_items(
                     for e in new_errors
                 ],
             )
-    return result
 
 
 def ingest_paths(
@@ -97,8 +106,14 @@ def ingest_paths(
     batch_size: int,
     clock: Clock = utc_now,
     on_bytes: Callable[[int], None] | None = None,
+    workers: int = 1,
+    parallel_min_bytes: int | None = None,
 ) -> IngestResult:
-    """Ingest NDJSON files/folders and Bundle JSON files under one source name."""
+    """Ingest NDJSON files/folders and Bundle JSON files under one source name.
+
+    With ``workers >= 2`` and more than :data:`PARALLEL_MIN_BYTES` of input, a second process
+    reads, parses and extracts facts while this one writes; the result is the same.
+    """
     source = check_source(source)
     files = expand_paths(paths)
     result = IngestResult(files=len(files))
@@ -106,14 +121,102 @@ def ingest_paths(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        for path in files:
-            ingest_items(
-                store, read_file(path, on_bytes), source, batch_size=batch_size, clock=clock, result=result
-            )
+        threshold = PARALLEL_MIN_BYTES if parallel_min_bytes is None else parallel_min_bytes
+        if workers >= 2 and sum(p.stat().st_size for p in files) > threshold:
+            _ingest_parallel(store, files, source, batch_size, clock, on_bytes, result)
+        else:
+            for path in files:
+                ingest_items(
+                    store,
+                    read_file(path, on_bytes),
+                    source,
+                    batch_size=batch_size,
+                    clock=clock,
+                    result=result,
+                )
     finally:
         if enabled:
             gc.enable()
     return result
+
+
+#: Below this much input a worker process costs more than it saves.
+PARALLEL_MIN_BYTES = 16 * 1024 * 1024
+_QUEUE_DEPTH = 4  # batches in flight: bounds memory
+
+
+def _parse_worker(
+    files: list[str], source: str, member_system: str, tz_name: str, batch_size: int, out: Queue[Any]
+) -> None:
+    """Runs in the worker process: read, parse, hash and extract; send batches in file order."""
+    try:
+        gc.disable()
+        extract_for = (source, member_system, ZoneInfo(tz_name))
+        for name in files:
+            batch: list[Prepared] = []
+            errors: list[LineError] = []
+            read = [0]
+
+            def count(n: int, read: list[int] = read) -> None:
+                read[0] += n
+
+            for item in read_file(Path(name), count):
+                if isinstance(item, LineError):
+                    errors.append(item)
+                    continue
+                batch.append(prepare(item, extract_for=extract_for))
+                if len(batch) >= batch_size:
+                    out.put(("batch", batch, errors, read[0]))
+                    batch, errors, read[0] = [], [], 0
+            out.put(("batch", batch, errors, read[0]))
+        out.put(("done",))
+    except BaseException as exc:  # reported by the parent, never lost
+        out.put(("error", f"{exc.__class__.__name__}: {exc}"))
+
+
+def _ingest_parallel(
+    store: Store,
+    files: list[Path],
+    source: str,
+    batch_size: int,
+    clock: Clock,
+    on_bytes: Callable[[int], None] | None,
+    result: IngestResult,
+) -> None:
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+    queue: Queue[Any] = ctx.Queue(maxsize=_QUEUE_DEPTH)
+    worker = ctx.Process(
+        target=_parse_worker,
+        args=([str(p) for p in files], source, store.member_system, store.tz.key, batch_size, queue),
+        daemon=True,
+    )
+    worker.start()
+    errors: list[LineError] = []
+    try:
+        while True:
+            try:
+                message = queue.get(timeout=5)
+            except Empty:
+                if not worker.is_alive():
+                    raise StoreError(f"the parsing worker died (exit code {worker.exitcode})") from None
+                continue
+            if message[0] == "done":
+                break
+            if message[0] == "error":
+                raise StoreError(f"the parsing worker failed: {message[1]}")
+            _, batch, batch_errors, read = message
+            result.read += len(batch)
+            errors.extend(batch_errors)
+            if batch:
+                result.stats.add(store.write_prepared(source, batch, to_micros(clock())))
+            if on_bytes:
+                on_bytes(read)
+    finally:
+        worker.join(timeout=10)
+        if worker.is_alive():
+            worker.kill()
+    result.errors.extend(errors)
+    _record_errors(store, source, errors, clock)
 
 
 def total_bytes(paths: list[Path]) -> int:

@@ -41,6 +41,43 @@ class ParsedResource:
     raw: bytes | None = None
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A resource ready to write: its stored bytes, their hash and (when extracted ahead, for
+    instance in a parsing worker process) its facts. Picklable."""
+
+    rtype: str
+    rid: str
+    deleted: bool
+    body: bytes
+    digest: str
+    last_updated: str | None
+    facts: Facts | None = None
+    #: kept only when ``facts`` are to be extracted at write time
+    resource: dict[str, Any] | None = None
+
+
+def prepare(item: ParsedResource, *, extract_for: tuple[str, str, ZoneInfo] | None = None) -> Prepared:
+    """Serialise and hash ``item``; with ``extract_for = (source, member_system, tz)`` extract
+    its facts now (otherwise they are extracted at write time, only if it changed)."""
+    body = item.raw if item.raw is not None else canonical_bytes(item.resource)
+    meta = item.resource.get("meta")
+    last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    facts = None
+    if extract_for is not None and not item.deleted:
+        facts = extract(item.resource, *extract_for) or Facts()
+    return Prepared(
+        item.rtype,
+        item.rid,
+        item.deleted,
+        body,
+        content_hash(body),
+        last_updated if isinstance(last_updated, str) else None,
+        facts,
+        None if extract_for is not None else item.resource,
+    )
+
+
 @dataclass
 class WriteStats:
     created: int = 0
@@ -162,27 +199,31 @@ class Store:
 
     # -- writing --------------------------------------------------------------------------
     def write_batch(self, source: str, items: Sequence[ParsedResource], now: int) -> WriteStats:
-        """Store one batch as new versions; returns what changed. ``now`` is µs since the epoch."""
+        """Store one batch as new versions; returns what changed. ``now`` is µs since the epoch.
+        Facts are extracted only for resources that changed."""
+        return self.write_prepared(source, [prepare(item) for item in items], now)
+
+    def write_prepared(self, source: str, items: Sequence[Prepared], now: int) -> WriteStats:
+        """Store prepared resources (see :func:`prepare`) as new versions, in one transaction."""
         stats = WriteStats()
         if not items:
             return stats
         # The last occurrence of a key in the batch wins (same arrival time).
-        latest: dict[tuple[str, str], tuple[ParsedResource, bytes, str]] = {}
+        latest: dict[tuple[str, str], Prepared] = {}
         for item in items:
-            body = item.raw if item.raw is not None else canonical_bytes(item.resource)
-            latest[(item.rtype, item.rid)] = (item, body, content_hash(body))
+            latest[(item.rtype, item.rid)] = item
         try:
             with self.write() as conn:
                 current = self._current_versions(conn, source, list(latest))
                 new_rows: list[list[Any]] = []
                 superseded: list[int] = []
-                pending: list[tuple[ParsedResource, str]] = []
-                for key, (item, body, digest) in latest.items():
+                pending: list[Prepared] = []
+                for key, item in latest.items():
                     old = current.get(key)
                     if old is not None:
                         old_rkey, old_version, old_hash, old_deleted = old
                         if (item.deleted and old_deleted) or (
-                            not item.deleted and not old_deleted and old_hash == digest
+                            not item.deleted and not old_deleted and old_hash == item.digest
                         ):
                             stats.unchanged += 1
                             continue
@@ -199,13 +240,11 @@ class Store:
                         stats.created += 1
                     else:
                         stats.updated += 1
-                    meta = item.resource.get("meta")
-                    last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
                     new_rows.append(
-                        [source, item.rtype, item.rid, version, now, None, 1 if item.deleted else 0, digest,
-                         last_updated if isinstance(last_updated, str) else None, body]
+                        [source, item.rtype, item.rid, version, now, None, 1 if item.deleted else 0, item.digest,
+                         item.last_updated, item.body]
                     )  # fmt: skip
-                    pending.append((item, source))
+                    pending.append(item)
                 if superseded:
                     for chunk in _chunks(superseded, _CHUNK):
                         conn.execute(
@@ -224,14 +263,20 @@ class Store:
                         new_rows,
                     )  # fmt: skip
                     facts = [
-                        (rkey, extract(item.resource, src, self.member_system, self.tz))
-                        for rkey, (item, src) in zip(rkeys, pending, strict=True)
+                        (rkey, self._facts(item, source))
+                        for rkey, item in zip(rkeys, pending, strict=True)
                         if not item.deleted
                     ]
                     self._write_facts(conn, facts)
         except SQLAlchemyError as exc:
             raise StoreError(f"write to the store failed: {exc.__class__.__name__}: {exc}") from exc
         return stats
+
+    def _facts(self, item: Prepared, source: str) -> Facts | None:
+        if item.facts is not None:
+            return item.facts
+        assert item.resource is not None
+        return extract(item.resource, source, self.member_system, self.tz)
 
     def _current_versions(
         self, conn: Connection, source: str, keys: list[tuple[str, str]]
