@@ -27,7 +27,7 @@ def packaged_dir(name: str) -> Path:
     """
     here = Path(__file__).resolve().parent
     checkout = here.parent / name
-    if checkout.is_dir():
+    if checkout.is_dir() and (here.parent / "pyproject.toml").is_file():
         return checkout
     return here / "_data" / name
 
