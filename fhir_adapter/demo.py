@@ -24,6 +24,33 @@ def _write(path: Path, data: Any) -> None:
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
 
 
+def data_quality(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
+    """Per evaluation: children per reason code and group, children not evaluated, codings in
+    unknown systems (spec §4 "Data quality")."""
+    out: dict[str, Any] = {}
+    for name, ev in evaluations.items():
+        reasons: dict[str, dict[str, int]] = {}
+        for child in ev.children:
+            for g in child.groups:
+                bucket = reasons.setdefault(g.group, {})
+                bucket[g.reason] = bucket.get(g.reason, 0) + 1
+        out[name] = {
+            "children": len(ev.children),
+            "not-evaluated": {
+                "no-birth-date": sum(1 for ch in ev.children if ch.ip_reason == "no-birth-date"),
+                "ambiguous-birth-date": sum(
+                    1 for ch in ev.children if ch.ip_reason == "ambiguous-birth-date"
+                ),
+            },
+            "unlinked-children": sum(1 for ch in ev.children if ch.member_id is None),
+            "two-ccos-on-anchor-day": sum(1 for ch in ev.children if ch.anchor_ccos > 1),
+            "conflicting-birth-dates": sum(1 for ch in ev.children if ch.birth_conflict),
+            "reasons": {group: dict(sorted(counts.items())) for group, counts in reasons.items()},
+            "unknown-code-systems": [{"system": s, "services": n} for s, n in ev.unknown_systems],
+        }
+    return out
+
+
 def _rate(num: int, den: int) -> str:
     return f"{num / den:6.1%}" if den else "   n/a"
 
@@ -106,6 +133,8 @@ def run_demo(
     writer.writerows(gap_rows)
     (out / f"issue-focused-{year}-gaps.csv").write_bytes(buffer.getvalue().encode("utf-8-sig"))
     written.append(out / f"issue-focused-{year}-gaps.csv")
+    _write(out / "data-quality.json", data_quality({"issue-focused-all": issue["all"], "reach": reach}))
+    written.append(out / "data-quality.json")
     timings["reports"] = time.perf_counter() - started
 
     table = Table(title=f"Oregon SE issue-focused measure {year} (synthetic data) and reach {reach_year}")

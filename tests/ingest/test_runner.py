@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,15 +17,17 @@ from tests import cohorts as c
 from tests.conftest import TZ
 
 
-def _dump(store: Store) -> list[object]:
+def _dump(store: Store) -> list[list[Any]]:
     with store.read() as conn:
         return [
-            conn.execute(
-                text("SELECT source, rtype, rid, version, hash, deleted FROM resources ORDER BY rkey")
-            ).all(),
-            conn.execute(text("SELECT * FROM f_code ORDER BY rkey, line, role, cid, seq")).all(),
-            conn.execute(text("SELECT * FROM f_event ORDER BY rkey")).all(),
-            conn.execute(text("SELECT source, location, message FROM ingest_issues ORDER BY id")).all(),
+            list(
+                conn.execute(
+                    text("SELECT source, rtype, rid, version, hash, deleted FROM resources ORDER BY rkey")
+                )
+            ),
+            list(conn.execute(text("SELECT * FROM f_code ORDER BY rkey, line, role, cid, seq"))),
+            list(conn.execute(text("SELECT * FROM f_event ORDER BY rkey"))),
+            list(conn.execute(text("SELECT source, location, message FROM ingest_issues ORDER BY id"))),
         ]
 
 
