@@ -47,6 +47,7 @@ def data_quality(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
             "conflicting-birth-dates": sum(1 for ch in ev.children if ch.birth_conflict),
             "reasons": {group: dict(sorted(counts.items())) for group, counts in reasons.items()},
             "unknown-code-systems": [{"system": s, "services": n} for s, n in ev.unknown_systems],
+            "services-with-ambiguous-partial-dates": ev.ambiguous_service_dates,
         }
     return out
 

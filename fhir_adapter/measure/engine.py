@@ -314,7 +314,7 @@ def plan(
         _tmp(
             "t_ev",
             f"""
-        SELECT e.rkey, e.source, e.rtype, e.rid, r.version, e.status, e.use, e.outcome, e.denied, e.day,
+        SELECT e.rkey, e.source, e.rtype, e.rid, r.version, e.status, e.use, e.outcome, e.denied, e.day, e.day_last,
                e.encounter_rid, e.claim_rid, e.verification, e.category, pm.person
         FROM f_event e JOIN resources r ON r.rkey = e.rkey
         JOIN t_pat pm ON pm.source = e.source AND pm.pid = e.pid
@@ -378,7 +378,7 @@ def plan(
         WHERE s.category = 'claims' AND l.day BETWEEN :p_start AND :p_end
         UNION ALL
         SELECT s.rkey, 0, s.day, 0 FROM t_svc0 s
-        WHERE s.category = 'clinical' AND s.day BETWEEN :p_start AND :p_end""",
+        WHERE s.category = 'clinical' AND s.day >= :p_start AND s.day_last <= :p_end""",
         )
     )
     s.append(_index("ix_t_line", "t_line", "rkey, line"))
@@ -493,6 +493,14 @@ def plan(
                   AND (m.vfrom IS NULL OR l.day >= m.vfrom) AND (m.vto IS NULL OR l.day <= m.vto)
                 JOIN t_svc0 e ON e.rkey = d.svc""")
             )
+    # Partial dates that straddle the period boundary: not counted, reported (spec §3).
+    s.append(
+        Statement("""
+        INSERT INTO t_hit (person, grp, kind, rkey)
+        SELECT DISTINCT e.person, '*', 'ambiguous-date', e.rkey FROM t_svc0 e
+        WHERE e.category = 'clinical' AND e.day <= :p_end AND e.day_last >= :p_start
+          AND (e.day < :p_start OR e.day_last > :p_end)""")
+    )
     # Unknown code systems among service codings in the period.
     s.append(
         Statement("""

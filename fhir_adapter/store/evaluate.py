@@ -87,6 +87,8 @@ class Evaluation:
     evidence: dict[str, list[Evidence]] = field(default_factory=dict)
     #: codes seen in unknown systems (data quality)
     unknown_systems: list[tuple[str, int]] = field(default_factory=list)
+    #: clinical services whose partial date straddles the period boundary (not counted)
+    ambiguous_service_dates: int = 0
 
 
 def _load_lookups(
@@ -177,6 +179,11 @@ def evaluate(
                     "WHERE h.kind = 'unknown' GROUP BY c.system ORDER BY c.system"
                 )
             )
+        )
+        evaluation.ambiguous_service_dates = int(
+            conn.execute(
+                text("SELECT COUNT(DISTINCT rkey) FROM t_hit WHERE kind = 'ambiguous-date'")
+            ).scalar_one()
         )
         _drop_temps(conn)
     return evaluation

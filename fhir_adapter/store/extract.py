@@ -276,7 +276,6 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
         if cond:
             facts.refs.append(("diagnosis", "Condition", cond, rank))
     first_day: int | None = None
-    precision = None
     for index, item in enumerate(r.get("item") or (), start=1):
         if not isinstance(item, dict):
             continue
@@ -288,7 +287,7 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
         )
         day = served.first.toordinal() if served and served.exact else None
         if day is not None and (first_day is None or day < first_day):
-            first_day, precision = day, "day"
+            first_day = day
         facts.lines.append((line, day, _denied(item.get("adjudication")), None))
         for system, code in _codings(item.get("productOrService")):
             facts.codes.append((line, "proc", None, system, code))
@@ -329,7 +328,7 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
         r.get("outcome") if isinstance(r.get("outcome"), str) else None,
         header_denied,
         first_day,
-        precision,
+        first_day,
         None,
         _ref_id(r.get("claim"), "Claim") if rtype == "ExplanationOfBenefit" else None,
         _provider(r.get("provider")),
@@ -363,7 +362,7 @@ def _event(
         None,
         0,
         day.first.toordinal() if day else None,
-        day.precision if day else None,
+        day.last.toordinal() if day else None,
         encounter,
         None,
         provider,

@@ -139,7 +139,8 @@ f_event = Table(
     #: Local date (ordinal) of the event: EOB/Claim first line from-date, Encounter period
     #: start (else end), Procedure performed, Condition recorded/onset, ServiceRequest authoredOn.
     Column("day", Integer, nullable=True),
-    Column("day_precision", String(8), nullable=True),
+    #: Last day a partial date can mean (``2025-03`` → March 31); equal to ``day`` when exact.
+    Column("day_last", Integer, nullable=True),
     Column("encounter_rid", String(64), nullable=True),
     Column("claim_rid", String(64), nullable=True),
     Column("provider", String(128), nullable=True),

@@ -585,6 +585,40 @@ def test_partial_birth_date_mid_year_period_is_ambiguous(store: Store, mappings:
     assert result(ch) == IP_FAIL["ambiguous-birth-date"]
 
 
+@pytest.mark.parametrize(
+    ("performed", "start", "end", "reason", "ambiguous"),
+    [
+        pytest.param(
+            "2025-03", date(2025, 1, 1), date(2025, 12, 31), "qualifying-service", 0, id="month-inside"
+        ),
+        pytest.param(
+            "2025", date(2025, 1, 1), date(2025, 12, 31), "qualifying-service", 0, id="year-is-the-period"
+        ),
+        pytest.param(
+            "2025", date(2025, 7, 1), date(2026, 6, 30), "no-qualifying-service", 1, id="year-straddles"
+        ),
+        pytest.param(
+            "2025-06", date(2025, 6, 15), date(2026, 6, 14), "no-qualifying-service", 1, id="month-straddles"
+        ),
+    ],
+)
+def test_partial_service_dates(
+    store: Store, mappings: Mappings, performed: str, start: date, end: date, reason: str, ambiguous: int
+) -> None:
+    load(
+        store,
+        [
+            c.patient(P, "2022-06-15"),
+            c.coverage("a", P, "2020-01-01", None),
+            c.procedure("pr", P, performed, reason="F43.22"),
+        ],
+    )
+    spec = mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31))
+    ev = evaluate(store, mappings, spec, start, end, FAR, "all")
+    assert ev.children[0].groups[0].reason == reason
+    assert ev.ambiguous_service_dates == ambiguous
+
+
 def test_two_ccos_on_anchor_attributes_the_later_span(store: Store, mappings: Mappings) -> None:
     load(
         store,
