@@ -137,6 +137,8 @@ def ingest_paths(
     finally:
         if enabled:
             gc.enable()
+    if result.stats.created or result.stats.updated or result.stats.deleted:
+        store.analyze()
     return result
 
 

@@ -179,7 +179,7 @@ class Store:
             if rows["schema_version"] != str(SCHEMA_VERSION):
                 raise StoreError(
                     f"store schema version {rows['schema_version']} is not {SCHEMA_VERSION}; "
-                    "export and re-ingest into a new store"
+                    "ingest the source files again into a new store"
                 )
         if rows.get("extractor_version") != str(EXTRACTOR_VERSION):
             self.reextract()
@@ -417,6 +417,18 @@ class Store:
         )
 
     # -- maintenance ----------------------------------------------------------------------
+    def analyze(self) -> None:
+        """Refresh the planner's statistics after a load (PostgreSQL's autovacuum lags behind a
+        bulk load; SQLite keeps none until asked). Without them both planners choose nested
+        loops over the fact tables."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                with conn.begin():
+                    conn.execute(text("ANALYZE " + ", ".join(t.name for t in metadata.sorted_tables)))
+            else:
+                conn.exec_driver_sql("PRAGMA analysis_limit = 1000")
+                conn.exec_driver_sql("ANALYZE")
+
     def reextract(self, batch: int = 5000) -> int:
         """Re-materialise every fact from the raw resources (after an extractor change)."""
         count = 0
