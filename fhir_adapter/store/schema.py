@@ -146,7 +146,6 @@ f_event = Table(
     Column("provider", String(128), nullable=True),
     Column("verification", String(32), nullable=True),
 )
-Index("ix_f_event_pid", f_event.c.source, f_event.c.pid)
 
 #: Lines of a claim (``line`` ≥ 1), with the line's from-date and denial; line 0 is the header.
 f_line = Table(
@@ -172,8 +171,9 @@ f_code = Table(
     Column("seq", Integer, nullable=True),
     Column("cid", Integer, nullable=False),
 )
-Index("ix_f_code_cid", f_code.c.cid, f_code.c.role)
-Index("ix_f_code_rkey", f_code.c.rkey)
+#: The engine reaches codes from their resource and line (never by code: value sets are matched
+#: against the small ``codes`` dictionary instead).
+Index("ix_f_code_rkey", f_code.c.rkey, f_code.c.line, f_code.c.role)
 
 #: Multi-valued references resolved at query time: ``field`` is ``diagnosis`` (Encounter →
 #: Condition), ``reason`` (Procedure → Condition), ``replaces`` (EOB → the EOB it replaces),
