@@ -165,7 +165,7 @@ def evaluate_cmd(
     as_of_time = None
     if as_of is not None:
         try:
-            as_of_time = parse_instant(as_of)
+            as_of_time = parse_instant(as_of, settings.tz)
         except ValueError as exc:
             raise UsageError(f"--as-of: {exc}") from None
     mappings = load_mappings(settings.mappings_dir)

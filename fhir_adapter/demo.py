@@ -48,6 +48,7 @@ def data_quality(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
             "reasons": {group: dict(sorted(counts.items())) for group, counts in reasons.items()},
             "unknown-code-systems": [{"system": s, "services": n} for s, n in ev.unknown_systems],
             "services-with-ambiguous-partial-dates": ev.ambiguous_service_dates,
+            "claims-with-undated-lines": ev.undated_claim_lines,
         }
     return out
 

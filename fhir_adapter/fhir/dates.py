@@ -90,13 +90,15 @@ def parse_day_range(value: object, tz: ZoneInfo) -> DayRange | None:
         return None
 
 
-def parse_instant(value: str) -> datetime:
+def parse_instant(value: str, tz: ZoneInfo | None = None) -> datetime:
     """Parse an ISO 8601 date or dateTime given on the command line (``--as-of``) to an aware
-    UTC datetime. A date alone means the end of that day in UTC. Raises ``ValueError``."""
+    UTC datetime. A date alone means the end of that day in ``tz`` (the reporting time zone;
+    UTC when not given). Raises ``ValueError``."""
     text = value.strip()
     if _DATE_RE.match(text) and len(text) == 10:
         day = date.fromisoformat(text)
-        return datetime(day.year, day.month, day.day, 23, 59, 59, 999999, tzinfo=UTC)
+        end = datetime(day.year, day.month, day.day, 23, 59, 59, 999999, tzinfo=tz or UTC)
+        return end.astimezone(UTC)
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError(f"{value!r} has no time-zone offset")

@@ -23,6 +23,7 @@ from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.resources import ID_RE, check_resource
 from fhir_adapter.store.db import ParsedResource
 
+_PEEK = 1 << 20
 SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
 
 
@@ -67,8 +68,9 @@ def _is_ndjson(path: Path, head: bytes) -> bool:
 def read_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[Item]:
     """Yield parsed resources and line errors from one file, in file order."""
     with _open(path) as stream:
-        buffered = io.BufferedReader(stream)  # type: ignore[type-var]
-        head = buffered.peek(65536)[:65536]
+        # A buffer large enough that peek() sees past a long first line.
+        buffered = io.BufferedReader(stream, buffer_size=_PEEK)  # type: ignore[type-var]
+        head = buffered.peek(_PEEK)[:_PEEK]
         if _is_ndjson(path, head):
             yield from _read_ndjson(path, buffered, on_bytes)
         else:
@@ -165,7 +167,9 @@ def _bundle_entries(location: str, bundle: dict[str, Any]) -> Iterator[Item]:
                 if ID_RE.match(candidate):
                     resource = {**resource, "id": candidate}
             elif isinstance(full_url, str) and full_url:
-                resource = {**resource, "id": uuid.uuid5(uuid.NAMESPACE_URL, full_url).hex}
+                named = parse_reference(full_url)
+                new_id = named[1] if named else uuid.uuid5(uuid.NAMESPACE_URL, full_url).hex
+                resource = {**resource, "id": new_id}
         problem = check_resource(resource)
         if problem:
             yield LineError(where, problem)

@@ -213,11 +213,13 @@ def plan(
     scoped = "SELECT person, cco, start_day, end_day FROM t_span"
     if any_cco:
         scoped += " UNION ALL SELECT person, '*', start_day, end_day FROM t_span"
+    # ``s0`` keeps the span's real start (before clipping) to tell which anchor span started
+    # later (Edge rule 1); an open start counts as the earliest.
     s.append(
         _tmp(
             "t_clip",
             f"""
-        SELECT sp.person, sp.cco,
+        SELECT sp.person, sp.cco, COALESCE(sp.start_day, 0) AS s0,
                CASE WHEN sp.start_day IS NULL OR sp.start_day < a.win_start THEN a.win_start ELSE sp.start_day END AS a,
                CASE WHEN sp.end_day IS NULL OR sp.end_day > :p_end THEN :p_end ELSE sp.end_day END AS b
         FROM ({scoped}) sp JOIN t_age a ON a.person = sp.person
@@ -228,14 +230,14 @@ def plan(
         _tmp(
             "t_island",
             """
-        SELECT person, cco, MIN(a) AS a, MAX(b) AS b FROM (
-            SELECT person, cco, a, b,
+        SELECT person, cco, MIN(a) AS a, MAX(b) AS b, MAX(CASE WHEN b = :p_end THEN s0 ELSE NULL END) AS s0 FROM (
+            SELECT person, cco, a, b, s0,
                    SUM(new_island) OVER (PARTITION BY person, cco ORDER BY a, b ROWS UNBOUNDED PRECEDING) AS island
             FROM (
-                SELECT person, cco, a, b,
+                SELECT person, cco, a, b, s0,
                        CASE WHEN prev_b IS NULL OR a > prev_b + 1 THEN 1 ELSE 0 END AS new_island
                 FROM (
-                    SELECT person, cco, a, b,
+                    SELECT person, cco, a, b, s0,
                            MAX(b) OVER (PARTITION BY person, cco ORDER BY a, b
                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_b
                     FROM t_clip
@@ -250,7 +252,7 @@ def plan(
             """
         SELECT i.person, i.cco, COUNT(*) AS islands, SUM(i.b - i.a + 1) AS covered, MIN(i.a) AS first_a,
                MAX(CASE WHEN i.b = :p_end THEN 1 ELSE 0 END) AS on_anchor,
-               MAX(CASE WHEN i.b = :p_end THEN i.a ELSE NULL END) AS anchor_start,
+               MAX(CASE WHEN i.b = :p_end THEN i.s0 ELSE NULL END) AS anchor_start,
                MIN(a.win_start) AS win_start
         FROM t_island i JOIN t_age a ON a.person = i.person
         GROUP BY i.person, i.cco""",
@@ -273,7 +275,7 @@ def plan(
         SELECT x.person, x.cco, x.anchor_ccos, COALESCE(st.continuous, 0) AS continuous,
                COALESCE(st.gaps, 0) AS gaps, COALESCE(st.gap_days, 0) AS gap_days FROM (
             SELECT person, cco, anchor_start,
-                   ROW_NUMBER() OVER (PARTITION BY person ORDER BY anchor_start DESC, cco{c}) AS rn,
+                   ROW_NUMBER() OVER (PARTITION BY person ORDER BY continuous DESC, anchor_start DESC, cco{c}) AS rn,
                    COUNT(*) OVER (PARTITION BY person) AS anchor_ccos
             FROM t_enr2 WHERE on_anchor = 1 AND cco <> '*'
         ) x LEFT JOIN t_enr2 st ON st.person = x.person AND st.cco = '*'
@@ -332,7 +334,8 @@ def plan(
     replacing = """
         SELECT e.rkey FROM f_ref f CROSS JOIN t_ev x CROSS JOIN t_ev e
         WHERE f.field = 'replaces' AND f.ttype = '{ttype}' AND x.rkey = f.rkey AND x.rtype = 'ExplanationOfBenefit'
-          AND e.source = x.source AND e.{column} = f.tid AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey"""
+          AND e.source = x.source AND e.{column} = f.tid AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey
+          AND e.person = x.person AND (x.status IS NULL OR x.status NOT IN ('cancelled', 'entered-in-error'))"""
     s.append(
         _tmp(
             "t_replaced",
@@ -345,7 +348,8 @@ def plan(
         SELECT e.rkey FROM f_ref f CROSS JOIN t_ev x CROSS JOIN f_ref i CROSS JOIN t_ev e
         WHERE f.field = 'replaces' AND f.ttype = 'identifier' AND x.rkey = f.rkey AND x.rtype = 'ExplanationOfBenefit'
           AND i.source = x.source AND i.ttype = 'identifier' AND i.tid = f.tid AND i.field = 'ident'
-          AND e.rkey = i.rkey AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey""",
+          AND e.rkey = i.rkey AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey
+          AND e.person = x.person AND (x.status IS NULL OR x.status NOT IN ('cancelled', 'entered-in-error'))""",
         )
     )
     s.append(_index("ix_t_replaced", "t_replaced", "rkey"))
@@ -362,7 +366,8 @@ def plan(
            OR (e.rtype = 'Claim' AND e.use = 'claim'
                AND (e.status IS NULL OR e.status NOT IN ('cancelled', 'draft', 'entered-in-error'))
                AND NOT EXISTS (SELECT 1 FROM t_ev x WHERE x.source = e.source
-                               AND x.rtype = 'ExplanationOfBenefit' AND x.claim_rid = e.rid))
+                               AND x.rtype = 'ExplanationOfBenefit' AND x.claim_rid = e.rid
+                               AND (x.status IS NULL OR x.status NOT IN ('cancelled', 'entered-in-error'))))
            OR (e.rtype = 'Encounter' AND e.status = 'finished')
            OR (e.rtype = 'Procedure' AND e.status = 'completed')""",
         )
@@ -375,7 +380,7 @@ def plan(
             """
         SELECT s.rkey, l.line, l.day, CASE WHEN s.denied = 1 OR l.denied = 1 THEN 1 ELSE 0 END AS denied
         FROM t_svc0 s JOIN f_line l ON l.rkey = s.rkey
-        WHERE s.category = 'claims' AND l.day BETWEEN :p_start AND :p_end
+        WHERE s.category = 'claims' AND l.day >= :p_start AND l.day_last <= :p_end
         UNION ALL
         SELECT s.rkey, 0, s.day, 0 FROM t_svc0 s
         WHERE s.category = 'clinical' AND s.day >= :p_start AND s.day_last <= :p_end""",
@@ -388,7 +393,8 @@ def plan(
         _tmp(
             "t_cond",
             f"""
-        SELECT e.rkey, e.source, e.rid, e.encounter_rid FROM f_event e JOIN resources r ON r.rkey = e.rkey
+        SELECT e.rkey, e.source, e.rid, e.encounter_rid, e.day, e.day_last FROM f_event e
+        JOIN resources r ON r.rkey = e.rkey
         WHERE e.rtype = 'Condition' AND {visible("r")}
           AND (e.verification IS NULL OR e.verification NOT IN ('refuted', 'entered-in-error'))""",
         )
@@ -409,20 +415,22 @@ def plan(
         _tmp(
             "t_link",
             """
-        SELECT s.rkey AS svc, c.rkey AS dx_rkey, 2 AS seq FROM t_svc0 s
-        JOIN t_cond c ON c.source = s.source AND c.encounter_rid = s.rid WHERE s.rtype = 'Encounter'
+        SELECT s.rkey AS svc, c.rkey AS dx_rkey, 0 AS line,
+               CASE WHEN COUNT(*) OVER (PARTITION BY s.rkey) = 1 THEN 1 ELSE 2 END AS seq
+        FROM t_svc0 s JOIN t_cond c ON c.source = s.source AND c.encounter_rid = s.rid WHERE s.rtype = 'Encounter'
         UNION ALL
-        SELECT s.rkey, c.rkey, f.seq FROM t_svc0 s JOIN f_ref f ON f.rkey = s.rkey AND f.field IN ('diagnosis', 'reason')
+        SELECT s.rkey, c.rkey, f.line, f.seq FROM t_svc0 s
+        JOIN f_ref f ON f.rkey = s.rkey AND f.field IN ('diagnosis', 'reason')
         JOIN t_cond c ON c.source = s.source AND c.rid = f.tid
         UNION ALL
-        SELECT s.rkey, en.rkey, NULL FROM t_svc0 s JOIN t_enc_ok en ON en.source = s.source AND en.rid = s.encounter_rid
+        SELECT s.rkey, en.rkey, 0, NULL FROM t_svc0 s JOIN t_enc_ok en ON en.source = s.source AND en.rid = s.encounter_rid
         WHERE s.rtype = 'Procedure'
         UNION ALL
-        SELECT s.rkey, c.rkey, 2 FROM t_svc0 s JOIN t_enc_ok en ON en.source = s.source AND en.rid = s.encounter_rid
+        SELECT s.rkey, c.rkey, 0, 2 FROM t_svc0 s JOIN t_enc_ok en ON en.source = s.source AND en.rid = s.encounter_rid
         JOIN t_cond c ON c.source = en.source AND c.encounter_rid = en.rid WHERE s.rtype = 'Procedure'
         UNION ALL
-        SELECT s.rkey, c.rkey, f.seq FROM t_svc0 s JOIN t_enc_ok en ON en.source = s.source AND en.rid = s.encounter_rid
-        JOIN f_ref f ON f.rkey = en.rkey AND f.field = 'diagnosis'
+        SELECT s.rkey, c.rkey, 0, f.seq FROM t_svc0 s JOIN t_enc_ok en ON en.source = s.source AND en.rid = s.encounter_rid
+        JOIN f_ref f ON f.rkey = en.rkey AND f.field = 'diagnosis' AND f.line = 0
         JOIN t_cond c ON c.source = en.source AND c.rid = f.tid WHERE s.rtype = 'Procedure'""",
         )
     )
@@ -434,7 +442,7 @@ def plan(
         JOIN f_code fc ON fc.rkey = s.rkey AND fc.role = 'dx'
         WHERE EXISTS (SELECT 1 FROM t_cm m WHERE m.cid = fc.cid)
         UNION ALL
-        SELECT l.svc, 0, COALESCE(l.seq, fc.seq), fc.cid FROM t_link l
+        SELECT l.svc, l.line, COALESCE(l.seq, fc.seq), fc.cid FROM t_link l
         JOIN f_code fc ON fc.rkey = l.dx_rkey AND fc.role = 'dx' AND fc.line = 0
         WHERE EXISTS (SELECT 1 FROM t_cm m WHERE m.cid = fc.cid)""",
         )
@@ -491,7 +499,20 @@ def plan(
                 JOIN t_line l ON l.rkey = d.svc AND l.denied = 0
                 JOIN t_cm m ON m.cid = d.cid AND m.vs = :{g}_need
                   AND (m.vfrom IS NULL OR l.day >= m.vfrom) AND (m.vto IS NULL OR l.day <= m.vto)
-                JOIN t_svc0 e ON e.rkey = d.svc""")
+                JOIN t_svc0 e ON e.rkey = d.svc
+                WHERE d.line = 0""")
+            )
+            # An undated finished Encounter: its linked Condition is dated by recordedDate/onset
+            # (Edge rule 9).
+            s.append(
+                Statement(f"""
+                INSERT INTO t_hit (person, grp, kind, rkey)
+                SELECT DISTINCT e.person, :{g}_id, 'need', c.rkey FROM t_svc0 e
+                JOIN t_cond c ON c.source = e.source AND c.encounter_rid = e.rid
+                JOIN f_code fc ON fc.rkey = c.rkey AND fc.role = 'dx' AND fc.line = 0
+                JOIN t_cm m ON m.cid = fc.cid AND m.vs = :{g}_need
+                  AND (m.vfrom IS NULL OR c.day >= m.vfrom) AND (m.vto IS NULL OR c.day <= m.vto)
+                WHERE e.rtype = 'Encounter' AND e.day IS NULL AND c.day >= :p_start AND c.day_last <= :p_end""")
             )
     # Partial dates that straddle the period boundary: not counted, reported (spec §3).
     s.append(
@@ -499,7 +520,18 @@ def plan(
         INSERT INTO t_hit (person, grp, kind, rkey)
         SELECT DISTINCT e.person, '*', 'ambiguous-date', e.rkey FROM t_svc0 e
         WHERE e.category = 'clinical' AND e.day <= :p_end AND e.day_last >= :p_start
-          AND (e.day < :p_start OR e.day_last > :p_end)""")
+          AND (e.day < :p_start OR e.day_last > :p_end)
+        UNION
+        SELECT DISTINCT e.person, '*', 'ambiguous-date', e.rkey FROM t_svc0 e JOIN f_line l ON l.rkey = e.rkey
+        WHERE e.category = 'claims' AND l.day <= :p_end AND l.day_last >= :p_start
+          AND (l.day < :p_start OR l.day_last > :p_end)""")
+    )
+    # Claim lines without a from-date are not services (Edge rule 7): reported.
+    s.append(
+        Statement("""
+        INSERT INTO t_hit (person, grp, kind, rkey)
+        SELECT DISTINCT e.person, '*', 'undated-line', e.rkey FROM t_svc0 e JOIN f_line l ON l.rkey = e.rkey
+        WHERE e.category = 'claims' AND l.day IS NULL""")
     )
     # Unknown code systems among service codings in the period.
     s.append(

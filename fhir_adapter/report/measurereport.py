@@ -361,16 +361,24 @@ def subject_list_bundle(ev: Evaluation, ctx: ReportContext) -> dict[str, Any]:
     def subject_results(pop_id: str, stratum: str, members: list[ChildResult]) -> dict[str, Any]:
         list_id = "list-" + hashlib.sha256(f"{pop_id}|{stratum}".encode()).hexdigest()[:16]
         title = f"{pop_id} {stratum}".strip()
-        contained.append(
-            {
-                "resourceType": "List",
-                "id": list_id,
-                "status": "current",
-                "mode": "snapshot",
-                "title": title,
-                "entry": [{"item": {"reference": f"MeasureReport/{individual_id(ev, c)}"}} for c in members],
+        listed: dict[str, Any] = {
+            "resourceType": "List",
+            "id": list_id,
+            "status": "current",
+            "mode": "snapshot",
+            "title": title,
+        }
+        if members:
+            listed["entry"] = [
+                {"item": {"reference": f"MeasureReport/{individual_id(ev, c)}"}} for c in members
+            ]
+        else:  # FHIR forbids empty arrays; an empty List says why it is empty
+            listed["emptyReason"] = {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "nilknown"}
+                ]
             }
-        )
+        contained.append(listed)
         return {"reference": f"#{list_id}"}
 
     report["group"] = [_group(ev, i, ev.children, subject_results) for i in range(len(ev.spec.groups))]

@@ -10,6 +10,7 @@ leaves nothing half-written.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,6 +28,8 @@ from fhir_adapter.store.extract import EXTRACTOR_VERSION, Facts, extract
 from fhir_adapter.store.schema import SCHEMA_VERSION, metadata
 
 _CHUNK = 500
+#: Errors from SQLAlchemy and from the drivers used directly for bulk writes.
+DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, psycopg.Error)
 
 
 @dataclass(frozen=True)
@@ -268,7 +272,9 @@ class Store:
                         if not item.deleted
                     ]
                     self._write_facts(conn, facts)
-        except SQLAlchemyError as exc:
+        except DRIVER_ERRORS as exc:
+            # The transaction rolled back: code ids cached during it may not exist.
+            self._cids.clear()
             raise StoreError(f"write to the store failed: {exc.__class__.__name__}: {exc}") from exc
         return stats
 
@@ -389,8 +395,7 @@ class Store:
                 continue
             if f.patient is not None:
                 patients.append((rkey, *f.patient))
-            if f.coverage is not None:
-                coverages.append((rkey, *f.coverage))
+            coverages.extend((rkey, *row) for row in f.coverages)
             orgs.extend((rkey, *ident) for ident in f.org_idents)
             if f.event is not None:
                 events.append((rkey, *f.event))

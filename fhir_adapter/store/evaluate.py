@@ -87,8 +87,10 @@ class Evaluation:
     evidence: dict[str, list[Evidence]] = field(default_factory=dict)
     #: codes seen in unknown systems (data quality)
     unknown_systems: list[tuple[str, int]] = field(default_factory=list)
-    #: clinical services whose partial date straddles the period boundary (not counted)
+    #: services whose partial date straddles the period boundary (not counted)
     ambiguous_service_dates: int = 0
+    #: counted claims with a line that has no from-date (that line is not a service)
+    undated_claim_lines: int = 0
 
 
 def _load_lookups(
@@ -180,11 +182,17 @@ def evaluate(
                 )
             )
         )
-        evaluation.ambiguous_service_dates = int(
-            conn.execute(
-                text("SELECT COUNT(DISTINCT rkey) FROM t_hit WHERE kind = 'ambiguous-date'")
-            ).scalar_one()
-        )
+        counts: dict[str, int] = {
+            str(kind): int(n)
+            for kind, n in conn.execute(
+                text(
+                    "SELECT kind, COUNT(DISTINCT rkey) FROM t_hit WHERE kind IN ('ambiguous-date', 'undated-line') "
+                    "GROUP BY kind"
+                )
+            )
+        }
+        evaluation.ambiguous_service_dates = int(counts.get("ambiguous-date", 0))
+        evaluation.undated_claim_lines = int(counts.get("undated-line", 0))
         _drop_temps(conn)
     return evaluation
 

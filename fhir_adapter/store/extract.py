@@ -41,16 +41,16 @@ class Facts:
     them to dictionary ids."""
 
     patient: tuple[Any, ...] | None = None
-    coverage: tuple[Any, ...] | None = None
+    coverages: list[tuple[Any, ...]] = field(default_factory=list)
     #: (source, organization id, identifier system, identifier value)
     org_idents: list[tuple[str, str, str, str]] = field(default_factory=list)
     event: tuple[Any, ...] | None = None
-    #: (line, day, denied, provider)
-    lines: list[tuple[int, int | None, int, str | None]] = field(default_factory=list)
+    #: (line, first day, last day, denied, provider); a partial from-date keeps its range
+    lines: list[tuple[int, int | None, int | None, int, str | None]] = field(default_factory=list)
     #: (line, role, seq, system, code)
     codes: list[tuple[int, str, int | None, str, str]] = field(default_factory=list)
-    #: (field, target type, target id, seq)
-    refs: list[tuple[str, str, str, int | None]] = field(default_factory=list)
+    #: (field, target type, target id, seq, claim line or 0)
+    refs: list[tuple[str, str, str, int | None, int]] = field(default_factory=list)
 
 
 def _codings(concept: Any) -> Iterator[tuple[str, str]]:
@@ -169,7 +169,7 @@ def _patient(r: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -
     deceased_day = None
     if r.get("deceasedBoolean") is True:
         deceased = 1
-    elif "deceasedDateTime" in r:
+    elif isinstance(r.get("deceasedDateTime"), str):
         deceased = 1
         death = _day(r.get("deceasedDateTime"), tz)
         deceased_day = death.first.toordinal() if death else None
@@ -211,32 +211,32 @@ def _patient(r: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -
 
 
 def _coverage(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
-    payor_system = payor_value = payor_org = None
+    """One row per payor (a Coverage may name the state and the CCO); the engine keeps the rows
+    whose payor is a CCO listed in mappings/."""
+    period = _obj(r.get("period"))
+    start = _day(period.get("start"), tz)
+    end = _day(period.get("end"), tz)
+    head = (
+        source,
+        _ref_id(r.get("beneficiary"), "Patient"),
+        r.get("status") if isinstance(r.get("status"), str) else None,
+    )
+    tail = (start.first.toordinal() if start else None, end.last.toordinal() if end else None)
+    facts = Facts()
     for payor in r.get("payor") or ():
         if not isinstance(payor, dict):
             continue
         ident = payor.get("identifier")
+        payor_system = payor_value = None
         if isinstance(ident, dict) and isinstance(ident.get("value"), str):
             payor_system = ident.get("system") if isinstance(ident.get("system"), str) else ""
             payor_value = ident["value"].strip()
         payor_org = _ref_id(payor, "Organization")
         if payor_value or payor_org:
-            break
-    period = _obj(r.get("period"))
-    start = _day(period.get("start"), tz)
-    end = _day(period.get("end"), tz)
-    return Facts(
-        coverage=(
-            source,
-            _ref_id(r.get("beneficiary"), "Patient"),
-            r.get("status") if isinstance(r.get("status"), str) else None,
-            payor_system,
-            payor_value,
-            payor_org,
-            start.first.toordinal() if start else None,
-            end.last.toordinal() if end else None,
-        )
-    )
+            facts.coverages.append((*head, payor_system, payor_value, payor_org, *tail))
+    if not facts.coverages:
+        facts.coverages.append((*head, None, None, None, *tail))
+    return facts
 
 
 def _organization(r: dict[str, Any], source: str) -> Facts:
@@ -248,6 +248,14 @@ def _organization(r: dict[str, Any], source: str) -> Facts:
                 (source, str(r["id"]), system if isinstance(system, str) else "", ident["value"].strip())
             )
     return facts
+
+
+def _identifier_key(ident: Any) -> str | None:
+    """``system|value`` of an Identifier: a claim number means nothing without its system."""
+    if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
+        return None
+    system = ident.get("system") if isinstance(ident.get("system"), str) else ""
+    return f"{system}|{ident['value'].strip()}"
 
 
 def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Facts:
@@ -266,6 +274,7 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
         diagnoses.append((seq, dx, principal))
     primary_seq = next((s for s, _d, p in diagnoses if p), min((s for s, _d, _p in diagnoses), default=None))
     by_seq: dict[int, list[tuple[str, str]]] = {}
+    conditions_by_seq: dict[int, list[str]] = {}
     for seq, dx, _principal in diagnoses:
         rank = PRIMARY if seq == primary_seq else SECONDARY
         pairs = list(_codings(dx.get("diagnosisCodeableConcept")))
@@ -274,7 +283,8 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
             facts.codes.append((0, "dx", rank, system, code))
         cond = _ref_id(dx.get("diagnosisReference"), "Condition")
         if cond:
-            facts.refs.append(("diagnosis", "Condition", cond, rank))
+            conditions_by_seq.setdefault(seq, []).append(cond)
+            facts.refs.append(("diagnosis", "Condition", cond, rank, 0))
     first_day: int | None = None
     for index, item in enumerate(r.get("item") or (), start=1):
         if not isinstance(item, dict):
@@ -285,10 +295,11 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
             if "servicedDate" in item
             else _period_start(item.get("servicedPeriod"), tz)
         )
-        day = served.first.toordinal() if served and served.exact else None
+        day = served.first.toordinal() if served else None
         if day is not None and (first_day is None or day < first_day):
             first_day = day
-        facts.lines.append((line, day, _denied(item.get("adjudication")), None))
+        day_last = served.last.toordinal() if served else None
+        facts.lines.append((line, day, day_last, _denied(item.get("adjudication")), None))
         for system, code in _codings(item.get("productOrService")):
             facts.codes.append((line, "proc", None, system, code))
         for pointer in item.get("diagnosisSequence") or ():
@@ -296,6 +307,8 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
                 rank = PRIMARY if pointer == primary_seq else SECONDARY
                 for system, code in by_seq.get(pointer, ()):
                     facts.codes.append((line, "dx", rank, system, code))
+                for cond in conditions_by_seq.get(pointer, ()):
+                    facts.refs.append(("diagnosis", "Condition", cond, rank, line))
     for related in r.get("related") or ():
         if not isinstance(related, dict):
             continue
@@ -309,13 +322,14 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
             (related.get("claim") or {}).get("reference") if isinstance(related.get("claim"), dict) else None
         )
         if target is not None:
-            facts.refs.append((fieldname, target[0], target[1], None))
-        ref_ident = related.get("reference")
-        if isinstance(ref_ident, dict) and isinstance(ref_ident.get("value"), str):
-            facts.refs.append((fieldname, "identifier", ref_ident["value"][:64], None))
+            facts.refs.append((fieldname, target[0], target[1], None, 0))
+        ref_ident = _identifier_key(related.get("reference"))
+        if ref_ident is not None:
+            facts.refs.append((fieldname, "identifier", ref_ident, None, 0))
     for ident in r.get("identifier") or ():
-        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
-            facts.refs.append(("ident", "identifier", ident["value"][:64], None))
+        key = _identifier_key(ident)
+        if key is not None:
+            facts.refs.append(("ident", "identifier", key, None, 0))
     header_denied = _denied(r.get("adjudication")) if rtype == "ExplanationOfBenefit" else 0
     facts.event = (
         source,
@@ -370,6 +384,21 @@ def _event(
     )
 
 
+def _reasons(r: dict[str, Any], facts: Facts, ref_field: str, *, primary_allowed: bool) -> None:
+    """``reasonCode`` and ``reasonReference`` as diagnoses; the first reason is primary (spec §3
+    "Diagnosis position" applied to clinical events: UNVERIFIED, the project's reading)."""
+    rank = PRIMARY if primary_allowed else SECONDARY
+    for concept in r.get("reasonCode") or ():
+        for system, code in _codings(concept):
+            facts.codes.append((0, "dx", rank, system, code))
+        rank = SECONDARY
+    for ref in r.get("reasonReference") or ():
+        cond = _ref_id(ref, "Condition")
+        if cond:
+            facts.refs.append((ref_field, "Condition", cond, rank, 0))
+            rank = SECONDARY
+
+
 def _encounter(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
     facts = Facts()
     period = _obj(r.get("period"))
@@ -382,14 +411,10 @@ def _encounter(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
             cond = _ref_id(dx.get("condition"), "Condition")
             if cond:
                 rank = PRIMARY if dx.get("rank") == 1 else SECONDARY
-                facts.refs.append(("diagnosis", "Condition", cond, rank))
-    for concept in r.get("reasonCode") or ():
-        for system, code in _codings(concept):
-            facts.codes.append((0, "dx", SECONDARY, system, code))
-    for ref in r.get("reasonReference") or ():
-        cond = _ref_id(ref, "Condition")
-        if cond:
-            facts.refs.append(("diagnosis", "Condition", cond, SECONDARY))
+                facts.refs.append(("diagnosis", "Condition", cond, rank, 0))
+    # Without a rank-1 Encounter.diagnosis, the first reason is the primary diagnosis.
+    ranked = any(ref[3] == PRIMARY for ref in facts.refs)
+    _reasons(r, facts, "diagnosis", primary_allowed=not ranked)
     provider = _provider(r.get("serviceProvider"))
     for participant in r.get("participant") or ():
         if isinstance(participant, dict) and participant.get("individual"):
@@ -416,13 +441,7 @@ def _procedure(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
         day = _period_start(r.get("performedPeriod"), tz)
     for system, code in _codings(r.get("code")):
         facts.codes.append((0, "proc", None, system, code))
-    for concept in r.get("reasonCode") or ():
-        for system, code in _codings(concept):
-            facts.codes.append((0, "dx", SECONDARY, system, code))
-    for ref in r.get("reasonReference") or ():
-        cond = _ref_id(ref, "Condition")
-        if cond:
-            facts.refs.append(("reason", "Condition", cond, SECONDARY))
+    _reasons(r, facts, "reason", primary_allowed=True)
     provider = None
     for performer in r.get("performer") or ():
         if isinstance(performer, dict):

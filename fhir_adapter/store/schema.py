@@ -53,7 +53,7 @@ resources = Table(
     Column("superseded_at", BigInteger, nullable=True),
     Column("deleted", SmallInteger, nullable=False, default=0),
     Column("hash", String(32), nullable=False),
-    Column("last_updated", String(40), nullable=True),
+    Column("last_updated", Text, nullable=True),
     Column("body", LargeBinary, nullable=False),
     UniqueConstraint("source", "rtype", "rid", "version", name="uq_resource_version"),
 )
@@ -77,20 +77,20 @@ f_patient = Table(
     Column("rkey", _RKEY, primary_key=True),
     Column("source", String(128), nullable=False),
     Column("pid", String(64), nullable=False),
-    Column("member_id", String(64), nullable=True),
-    Column("birth_raw", String(32), nullable=True),
+    Column("member_id", Text, nullable=True),
+    Column("birth_raw", Text, nullable=True),
     Column("birth_lo_day", Integer, nullable=True),
     Column("birth_lo_ymd", Integer, nullable=True),
     Column("birth_hi_ymd", Integer, nullable=True),
-    Column("gender", String(16), nullable=True),
-    Column("birth_sex", String(16), nullable=True),
+    Column("gender", Text, nullable=True),
+    Column("birth_sex", Text, nullable=True),
     Column("deceased", SmallInteger, nullable=False, default=0),
     Column("deceased_day", Integer, nullable=True),
-    Column("race", String(64), nullable=True),
-    Column("ethnicity", String(64), nullable=True),
-    Column("language", String(32), nullable=True),
-    Column("disability", String(64), nullable=True),
-    Column("county", String(64), nullable=True),
+    Column("race", Text, nullable=True),
+    Column("ethnicity", Text, nullable=True),
+    Column("language", Text, nullable=True),
+    Column("disability", Text, nullable=True),
+    Column("county", Text, nullable=True),
 )
 Index("ix_f_patient_member", f_patient.c.member_id)
 Index("ix_f_patient_src", f_patient.c.source, f_patient.c.pid)
@@ -98,17 +98,18 @@ Index("ix_f_patient_src", f_patient.c.source, f_patient.c.pid)
 f_coverage = Table(
     "f_coverage",
     metadata,
-    Column("rkey", _RKEY, primary_key=True),
+    Column("rkey", BigInteger, nullable=False),
     Column("source", String(128), nullable=False),
     Column("pid", String(64), nullable=True),
-    Column("status", String(32), nullable=True),
-    Column("payor_system", String(256), nullable=True),
-    Column("payor_value", String(128), nullable=True),
+    Column("status", Text, nullable=True),
+    Column("payor_system", Text, nullable=True),
+    Column("payor_value", Text, nullable=True),
     Column("payor_org", String(64), nullable=True),
     Column("start_day", Integer, nullable=True),
     Column("end_day", Integer, nullable=True),
 )
 Index("ix_f_coverage_pid", f_coverage.c.source, f_coverage.c.pid)
+Index("ix_f_coverage_rkey", f_coverage.c.rkey)
 
 f_org_ident = Table(
     "f_org_ident",
@@ -116,8 +117,8 @@ f_org_ident = Table(
     Column("rkey", BigInteger, nullable=False),
     Column("source", String(128), nullable=False),
     Column("oid", String(64), nullable=False),
-    Column("system", String(256), nullable=True),
-    Column("value", String(128), nullable=True),
+    Column("system", Text, nullable=True),
+    Column("value", Text, nullable=True),
 )
 Index("ix_f_org_ident", f_org_ident.c.source, f_org_ident.c.oid)
 
@@ -132,9 +133,9 @@ f_event = Table(
     #: ``claims`` or ``clinical`` (spec §3 "Where the data comes from").
     Column("category", String(16), nullable=False),
     Column("pid", String(64), nullable=True),
-    Column("status", String(32), nullable=True),
-    Column("use", String(32), nullable=True),
-    Column("outcome", String(32), nullable=True),
+    Column("status", Text, nullable=True),
+    Column("use", Text, nullable=True),
+    Column("outcome", Text, nullable=True),
     Column("denied", SmallInteger, nullable=False, default=0),
     #: Local date (ordinal) of the event: EOB/Claim first line from-date, Encounter period
     #: start (else end), Procedure performed, Condition recorded/onset, ServiceRequest authoredOn.
@@ -143,8 +144,8 @@ f_event = Table(
     Column("day_last", Integer, nullable=True),
     Column("encounter_rid", String(64), nullable=True),
     Column("claim_rid", String(64), nullable=True),
-    Column("provider", String(128), nullable=True),
-    Column("verification", String(32), nullable=True),
+    Column("provider", Text, nullable=True),
+    Column("verification", Text, nullable=True),
 )
 
 #: Lines of a claim (``line`` ≥ 1), with the line's from-date and denial; line 0 is the header.
@@ -154,8 +155,9 @@ f_line = Table(
     Column("rkey", BigInteger, nullable=False),
     Column("line", Integer, nullable=False),
     Column("day", Integer, nullable=True),
+    Column("day_last", Integer, nullable=True),
     Column("denied", SmallInteger, nullable=False, default=0),
-    Column("provider", String(128), nullable=True),
+    Column("provider", Text, nullable=True),
 )
 Index("ix_f_line", f_line.c.rkey, f_line.c.line)
 
@@ -185,8 +187,10 @@ f_ref = Table(
     Column("source", String(128), nullable=False),
     Column("field", String(16), nullable=False),
     Column("ttype", String(64), nullable=False),
-    Column("tid", String(64), nullable=False),
+    Column("tid", Text, nullable=False),
     Column("seq", Integer, nullable=True),
+    #: the claim line a diagnosisReference is pointed at by (0: the whole claim)
+    Column("line", Integer, nullable=False, default=0),
 )
 Index("ix_f_ref", f_ref.c.rkey)
 Index("ix_f_ref_target", f_ref.c.source, f_ref.c.ttype, f_ref.c.tid)

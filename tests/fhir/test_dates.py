@@ -78,3 +78,7 @@ def test_parse_instant(text: str, expected: datetime) -> None:
 def test_parse_instant_needs_an_offset() -> None:
     with pytest.raises(ValueError, match="offset"):
         parse_instant("2026-01-05T10:00:00")
+
+
+def test_as_of_date_means_end_of_day_in_the_reporting_zone() -> None:
+    assert parse_instant("2026-01-05", TZ) == datetime(2026, 1, 6, 7, 59, 59, 999999, tzinfo=UTC)

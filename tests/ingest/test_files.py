@@ -93,3 +93,25 @@ def test_expand_paths_finds_fhir_files_only(tmp_path: Path) -> None:
     (tmp_path / "sub" / "b.ndjson.gz").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("")
     assert [p.name for p in expand_paths([tmp_path])] == ["a.ndjson", "b.ndjson.gz"]
+
+
+def test_ndjson_named_json_with_a_long_first_line(tmp_path: Path) -> None:
+    first = c.patient(
+        "a", "2020-01-01", text={"status": "generated", "div": "<div>" + "x" * 20000 + "</div>"}
+    )
+    path = tmp_path / "long.json"
+    path.write_bytes(orjson.dumps(first) + b"\n" + orjson.dumps(c.patient("b", None)) + b"\n")
+    assert [i.rid for i in _items(path) if isinstance(i, ParsedResource)] == ["a", "b"]
+
+
+def test_absolute_full_url_gives_the_id(tmp_path: Path) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": "https://ehr.example.org/fhir/Patient/p9", "resource": {"resourceType": "Patient"}}
+        ],
+    }
+    path = tmp_path / "b.json"
+    path.write_bytes(orjson.dumps(bundle))
+    assert [i.rid for i in _items(path) if isinstance(i, ParsedResource)] == ["p9"]

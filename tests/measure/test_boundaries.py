@@ -647,3 +647,156 @@ def test_any_cco_scope_counts_switches_as_continuous(store: Store, mappings: Map
     ch = child(store, mappings, statewide)
     assert result(ch) == ok("no-qualifying-service")
     assert ch.cco == "IHN"
+
+
+# -- cases found in review ------------------------------------------------------------------------
+def test_two_ccos_both_started_before_the_period_attributes_the_later_span(
+    store: Store, mappings: Mappings
+) -> None:
+    load(
+        store,
+        [
+            c.patient(P, "2022-06-15"),
+            c.coverage("a", P, "2020-01-01", None, cco="ALLCARE"),
+            c.coverage("b", P, "2024-07-01", None, cco="IHN"),
+        ],
+    )
+    assert child(store, mappings).cco == "IHN"
+
+
+def test_any_cco_attributes_the_cco_the_child_is_continuous_with(store: Store, mappings: Mappings) -> None:
+    load(
+        store,
+        [
+            c.patient(P, "2022-06-15"),
+            c.coverage("a", P, "2024-01-01", None, cco="ALLCARE"),
+            c.coverage("b", P, "2025-03-01", None, cco="IHN"),
+        ],
+    )
+    spec = mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31))
+    statewide = dataclasses.replace(spec, enrollment=dataclasses.replace(spec.enrollment, scope="any-cco"))
+    assert child(store, mappings, statewide).cco == "ALLCARE"
+
+
+def test_undated_encounter_condition_dated_by_recorded_date(store: Store, mappings: Mappings) -> None:
+    encounter = c.encounter("v", P, "2025-05-01")
+    del encounter["period"]
+    load(store, [*BASE, encounter, c.condition("d", P, encounter_id="v", recorded="2025-05-01")])
+    assert result(child(store, mappings), 1)[:2] == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("served", "start", "reason", "ambiguous"),
+    [
+        pytest.param("2025-03", date(2025, 1, 1), "qualifying-service", 0, id="month-inside"),
+        pytest.param("2024", date(2025, 1, 1), "no-qualifying-service", 0, id="year-before"),
+        pytest.param("2025-03", date(2025, 3, 15), "no-qualifying-service", 1, id="month-straddles"),
+    ],
+)
+def test_claim_line_partial_dates(
+    store: Store, mappings: Mappings, served: str, start: date, reason: str, ambiguous: int
+) -> None:
+    load(store, [c.patient(P, "2022-06-15"), c.coverage("a", P, "2020-01-01", None), c.eob("e", P, served)])
+    spec = mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31))
+    end = date(start.year + 1, start.month, start.day) - timedelta(days=1)
+    ev = evaluate(store, mappings, spec, start, end, FAR, "all")
+    assert ev.children[0].groups[0].reason == reason
+    assert ev.ambiguous_service_dates == ambiguous
+
+
+def test_undated_claim_line_is_reported(store: Store, mappings: Mappings) -> None:
+    claim = c.eob("e", P, "2025-03-01")
+    del claim["item"][0]["servicedDate"]
+    load(store, [*BASE, claim])
+    spec = mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31))
+    ev = evaluate(store, mappings, spec, date(2025, 1, 1), date(2025, 12, 31), FAR, "all")
+    assert ev.children[0].groups[0].reason == "no-qualifying-service"
+    assert ev.undated_claim_lines == 1
+
+
+def test_replacement_by_identifier_needs_the_same_system_and_child(store: Store, mappings: Mappings) -> None:
+    original = c.eob("e1", P, "2025-03-01")
+    original["identifier"] = [{"system": "http://payer/line-ctl", "value": "100"}]
+    other = c.eob("e2", "d", "2025-03-01", "99392")
+    other["related"] = [
+        {
+            "reference": {"system": "http://payer/claim-no", "value": "100"},
+            "relationship": c.replaces("Claim", "x")["relationship"],
+        }
+    ]
+    load(store, [*BASE, c.patient("d", "2022-01-01"), c.full_year("d"), original, other])
+    assert child(store, mappings).groups[0].reason == "qualifying-service"
+
+
+def test_replacement_by_identifier(store: Store, mappings: Mappings) -> None:
+    original = c.eob("e1", P, "2025-03-01")
+    original["identifier"] = [{"system": "http://payer/claim-no", "value": "100"}]
+    replacement = c.eob("e2", P, "2025-03-01", "99392")
+    replacement["related"] = [
+        {
+            "reference": {"system": "http://payer/claim-no", "value": "100"},
+            "relationship": c.replaces("Claim", "x")["relationship"],
+        }
+    ]
+    load(store, [*BASE, original, replacement])
+    assert child(store, mappings).groups[0].reason == "no-qualifying-service"
+
+
+def test_entered_in_error_eob_replaces_nothing(store: Store, mappings: Mappings) -> None:
+    load(
+        store,
+        [
+            *BASE,
+            c.eob("e1", P, "2025-03-01"),
+            c.eob(
+                "e2",
+                P,
+                "2025-03-01",
+                "99392",
+                status="entered-in-error",
+                related=[c.replaces("ExplanationOfBenefit", "e1")],
+            ),
+        ],
+    )
+    assert child(store, mappings).groups[0].reason == "qualifying-service"
+
+
+def test_line_mode_follows_diagnosis_references(store: Store, mappings: Mappings) -> None:
+    claim = c.eob("e", P, "2025-03-01", dx=("Z00.129",), pointers=(2,))
+    claim["diagnosis"].append({"sequence": 2, "diagnosisReference": {"reference": "Condition/d"}})
+    load(store, [*BASE, claim, c.condition("d", P, "F43.22")])
+    spec = _with_position(mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31)), "line")
+    assert child(store, mappings, spec).groups[0].reason == "qualifying-service"
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        pytest.param([c.procedure("pr", P, "2025-05-01", reason="F43.22")], id="procedure-reason"),
+        pytest.param(
+            [c.encounter("v", P, "2025-05-01"), c.condition("d", P, encounter_id="v")], id="sole-condition"
+        ),
+    ],
+)
+def test_primary_mode_counts_clinical_data(store: Store, mappings: Mappings, resources: Resources) -> None:
+    load(store, [*BASE, *resources])
+    spec = _with_position(mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31)), "primary")
+    assert child(store, mappings, spec).groups[0].reason == "qualifying-service"
+
+
+def test_coverage_with_state_and_cco_payors(store: Store, mappings: Mappings) -> None:
+    coverage = c.full_year(P)
+    coverage["payor"].insert(0, {"reference": "Organization/state"})
+    load(store, [c.patient(P, "2022-06-15"), coverage])
+    assert child(store, mappings).cco == "ALLCARE"
+
+
+def test_null_death_date_is_not_a_death(store: Store, mappings: Mappings) -> None:
+    load(store, [c.patient(P, "2022-06-15", deceasedDateTime=None), c.full_year(P)])
+    assert result(child(store, mappings)) == ok("no-qualifying-service")
+
+
+def test_a_failed_batch_leaves_the_store_usable(store: Store, mappings: Mappings) -> None:
+    load(store, [c.patient(P, "2022-06-15", gender="x" * 5000), c.full_year(P)])
+    load(store, [c.eob("e", P, "2025-03-01")], at=T0 + timedelta(hours=1))
+    assert child(store, mappings).groups[0].reason == "qualifying-service"

@@ -138,3 +138,12 @@ def test_reports_pass_independent_validators(
     results = node_validate(resources)
     failures = [r.describe() for r in results if not r.ok]
     assert failures == []
+
+
+def test_empty_lists_carry_an_empty_reason(evaluation: Evaluation) -> None:
+    bundle = subject_list_bundle(evaluation, CTX)
+    lists = bundle["entry"][0]["resource"]["contained"]
+    empty = [x for x in lists if "entry" not in x]
+    assert empty, "the cohort has empty populations"
+    assert all(x["emptyReason"]["coding"][0]["code"] == "nilknown" for x in empty)
+    assert all(x["entry"] for x in lists if "entry" in x)
