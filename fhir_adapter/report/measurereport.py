@@ -173,10 +173,11 @@ def stratum_value(spec: MeasureSpec, stratifier: str, child: ChildResult) -> dic
     if stratifier == "age":
         return _text(child.age)
     if stratifier == "age-band":
-        band = next(
-            (b.code for b in spec.age_bands if child.age is not None and b.min_age <= child.age <= b.max_age),
-            None,
-        )
+        # A partial birth date may leave the age uncertain but the band certain.
+        band = None
+        if child.age_range is not None:
+            young, old = child.age_range
+            band = next((b.code for b in spec.age_bands if b.min_age <= young and old <= b.max_age), None)
         return _text(band)
     if stratifier == "sex":
         return _sex(child)

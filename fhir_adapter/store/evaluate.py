@@ -43,6 +43,8 @@ class ChildResult:
     cco: str | None
     age: int | None
     age_certain: bool
+    #: (youngest, oldest) possible age on the last day; differs from ``age`` for partial birth dates
+    age_range: tuple[int, int] | None
     sex: str | None
     sex_is_birth_sex: bool
     race: str | None
@@ -231,6 +233,7 @@ def _read_results(conn: Connection, spec: MeasureSpec) -> list[ChildResult]:
                     cco=row.cco,
                     age=row.age_old if age_certain else None,
                     age_certain=age_certain,
+                    age_range=None if row.age_old is None else (int(row.age_young), int(row.age_old)),
                     sex=row.birth_sex or row.gender,
                     sex_is_birth_sex=row.birth_sex is not None,
                     race=row.race,

@@ -147,3 +147,15 @@ def test_empty_lists_carry_an_empty_reason(evaluation: Evaluation) -> None:
     assert empty, "the cohort has empty populations"
     assert all(x["emptyReason"]["coding"][0]["code"] == "nilknown" for x in empty)
     assert all(x["entry"] for x in lists if "entry" in x)
+
+
+def test_age_band_is_known_when_a_partial_birth_date_leaves_the_age_uncertain(
+    store: Store, mappings: Mappings
+) -> None:
+    load(store, [c.patient("y", "2021"), c.full_year("y")])
+    spec = mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31))
+    ev = evaluate(store, mappings, spec, date(2024, 7, 1), date(2025, 6, 30), FAR, "all")
+    child = ev.children[0]
+    assert child.age is None and child.age_range == (3, 4)
+    band = next(s for s in summary_report(ev, CTX)["group"][0]["stratifier"] if s["id"] == "age-band")
+    assert [s["value"]["text"] for s in band["stratum"]] == ["3-5"]
