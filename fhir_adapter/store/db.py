@@ -148,6 +148,7 @@ class Store:
         self.member_system = member_system
         self.dialect = engine.dialect.name
         self._cids: dict[tuple[str, str], int] = {}
+        self._batches = 0
 
     @classmethod
     def open(cls, url: str, *, tz: ZoneInfo, member_system: str, create: bool = True) -> Store:
@@ -276,6 +277,12 @@ class Store:
             # The transaction rolled back: code ids cached during it may not exist.
             self._cids.clear()
             raise StoreError(f"write to the store failed: {exc.__class__.__name__}: {exc}") from exc
+        self._batches += 1
+        if self.dialect == "postgresql" and self._batches & (self._batches - 1) == 0:
+            # After batches 1, 2, 4, 8, …: a growing table whose statistics still say "empty"
+            # makes PostgreSQL scan it for every batch's version lookup (quadratic loads).
+            with self.engine.begin() as conn:
+                conn.execute(text("ANALYZE resources"))
         return stats
 
     def _facts(self, item: Prepared, source: str) -> Facts | None:
