@@ -490,6 +490,17 @@ def plan(
                 SELECT DISTINCT e.person, :{g}_id, '{kind}', p.rkey FROM t_proc p JOIN t_svc0 e ON e.rkey = p.rkey
                 WHERE p.vs = :{g}_proc AND {cond}""")
             )
+        if crit.diagnoses is not None:
+            # Evidence: the linked Condition (or Encounter) that supplied a qualifying diagnosis.
+            s.append(
+                Statement(f"""
+                INSERT INTO t_hit (person, grp, kind, rkey)
+                SELECT DISTINCT h.person, h.grp, 'numdx', l.dx_rkey FROM t_hit h
+                JOIN t_link l ON l.svc = h.rkey
+                JOIN f_code fc ON fc.rkey = l.dx_rkey AND fc.role = 'dx' AND fc.line = 0
+                JOIN t_cm m ON m.cid = fc.cid AND m.vs = :{g}_dx
+                WHERE h.kind = 'num' AND h.grp = :{g}_id""")
+            )
         if group.need_diagnoses is not None:
             params[f"{g}_need"] = group.need_diagnoses
             s.append(

@@ -274,11 +274,11 @@ def _read_evidence(
             FROM t_span s JOIN resources r ON r.rkey = s.rkey JOIN t_base b ON b.person = s.person
             WHERE b.ip_reason IS NULL AND (b.cco = s.cco)
             UNION ALL
-            SELECT h.person, h.grp, CASE h.kind WHEN 'num' THEN 'numerator' ELSE 'denominator' END,
+            SELECT h.person, h.grp, CASE WHEN h.kind IN ('num', 'numdx') THEN 'numerator' ELSE 'denominator' END,
                    e.source, e.rtype, e.rid, e.version
             FROM t_hit h JOIN t_ev e ON e.rkey = h.rkey
             JOIN t_result res ON res.person = h.person AND res.grp = h.grp
-            WHERE (h.kind = 'num' AND res.num = 1) OR (h.kind = 'need' AND res.den = 1)
+            WHERE (h.kind IN ('num', 'numdx') AND res.num = 1) OR (h.kind = 'need' AND res.den = 1)
             UNION ALL
             SELECT p.person, '*', 'denominator-exclusion', p.source, 'Patient', p.pid, p.version
             FROM t_pat p JOIN t_base b ON b.person = p.person

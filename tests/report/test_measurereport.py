@@ -159,3 +159,15 @@ def test_age_band_is_known_when_a_partial_birth_date_leaves_the_age_uncertain(
     assert child.age is None and child.age_range == (3, 4)
     band = next(s for s in summary_report(ev, CTX)["group"][0]["stratifier"] if s["id"] == "age-band")
     assert [s["value"]["text"] for s in band["stratum"]] == ["3-5"]
+
+
+def test_numerator_evidence_includes_the_condition_that_supplied_the_diagnosis(
+    evaluation: Evaluation,
+) -> None:
+    clinic = next(ch for ch in evaluation.children if ch.subject_id == "clinic")
+    report = individual_report(evaluation, CTX, clinic)
+    criteria = {
+        e["reference"]: {x["valueString"] for x in e["extension"]} for e in report["evaluatedResource"]
+    }
+    assert "all-enrolled-numerator" in criteria["Encounter/v1"]
+    assert "all-enrolled-numerator" in criteria["Condition/d1"]
