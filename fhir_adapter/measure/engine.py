@@ -321,7 +321,8 @@ def plan(
         FROM f_event e JOIN resources r ON r.rkey = e.rkey
         JOIN t_pat pm ON pm.source = e.source AND pm.pid = e.pid
         JOIN t_base b ON b.person = pm.person AND b.ip_reason IS NULL
-        WHERE {visible("r")} AND e.category IN {categories}""",
+        WHERE {visible("r")} AND e.category IN {categories}
+          AND e.rtype IN ('ExplanationOfBenefit', 'Claim', 'Encounter', 'Procedure')""",
         )
     )
     s.append(_index("ix_t_ev_rkey", "t_ev", "rkey"))

@@ -276,7 +276,7 @@ def _read_evidence(
             UNION ALL
             SELECT h.person, h.grp, CASE WHEN h.kind IN ('num', 'numdx') THEN 'numerator' ELSE 'denominator' END,
                    e.source, e.rtype, e.rid, e.version
-            FROM t_hit h JOIN t_ev e ON e.rkey = h.rkey
+            FROM t_hit h JOIN resources e ON e.rkey = h.rkey
             JOIN t_result res ON res.person = h.person AND res.grp = h.grp
             WHERE (h.kind IN ('num', 'numdx') AND res.num = 1) OR (h.kind = 'need' AND res.den = 1)
             UNION ALL
