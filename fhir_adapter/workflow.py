@@ -13,6 +13,7 @@ from fhir_adapter.errors import NotFoundError, UsageError
 from fhir_adapter.fhir.dates import to_micros
 from fhir_adapter.ingest.runner import IngestResult, ingest_paths
 from fhir_adapter.mappings import load_mappings
+from fhir_adapter.measure.engine import REASON_TEXT
 from fhir_adapter.measure.spec import Mappings, MeasureSpec, SourceMode
 from fhir_adapter.report.measurereport import (
     ReportContext,
@@ -148,7 +149,7 @@ def build_report(ev: Evaluation, ctx: ReportContext, report_type: ReportType) ->
 
 
 GAP_COLUMNS = (
-    "member_id", "patient", "patient_source", "cco", "age", "group", "reason",
+    "member_id", "patient", "patient_source", "cco", "age", "group", "reason", "reason_text",
 )  # fmt: skip
 
 
@@ -180,4 +181,5 @@ def _gap_row(child: ChildResult, group_id: str, reason: str) -> dict[str, Any]:
         "age": child.age,
         "group": group_id,
         "reason": reason,
+        "reason_text": REASON_TEXT.get(reason, ""),
     }

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_adapter.ingest.runner import ingest_items
+from fhir_adapter.measure.engine import REASON_TEXT, REASONS
 from fhir_adapter.measure.spec import Mappings
 from fhir_adapter.settings import DEFAULT_MEMBER_ID_SYSTEM
 from fhir_adapter.store.db import ParsedResource, Store
@@ -112,6 +113,7 @@ def test_population_nesting(mappings: Mappings, children: tuple[list[dict[str, A
             assert not g.denex or g.den
             assert not g.num or (g.den and not g.denex)
             assert (g.reason == "qualifying-service") == g.num or g.denex
+            assert g.reason in REASONS
         all_enrolled, identified_need = groups
         assert not all_enrolled.num or identified_need.num
 
@@ -135,3 +137,7 @@ def test_reingest_is_idempotent(mappings: Mappings, children: tuple[list[dict[st
     assert once == twice
     assert stats[1].created == stats[1].updated == 0
     assert stats[1].unchanged == len(resources)
+
+
+def test_every_reason_is_documented() -> None:
+    assert sorted(REASON_TEXT) == sorted(REASONS)
