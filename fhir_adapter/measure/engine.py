@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from fhir_adapter.fhir.dates import ymd
 from fhir_adapter.measure.spec import Group, MeasureSpec, SourceMode
 
 #: Stamped on every report; bump when results for the same data and mappings can change.
@@ -88,10 +89,6 @@ class EvaluationPlan:
     #: value sets whose matches the executor must load into ``t_cm``
     valuesets: tuple[str, ...]
     groups: tuple[Group, ...]
-
-
-def ymd(day: date) -> int:
-    return day.year * 10000 + day.month * 100 + day.day
 
 
 def _tmp(name: str, select: str) -> Statement:
