@@ -153,6 +153,7 @@ def plan(
                MAX(birth_lo_ymd) AS b_lo, MIN(birth_hi_ymd) AS b_hi, MAX(birth_lo_day) AS b_lo_day,
                MIN(birth_lo_ymd) AS b_lo_any, MAX(birth_hi_ymd) AS b_hi_any, MIN(birth_lo_day) AS b_lo_day_any,
                MAX(deceased) AS deceased, MIN(deceased_day) AS deceased_day,
+               MAX(CASE WHEN deceased = 1 AND deceased_day IS NULL THEN 1 ELSE 0 END) AS deceased_undated,
                MAX(birth_sex{c}) AS birth_sex, MAX(gender{c}) AS gender, MAX(race{c}) AS race, MAX(ethnicity{c}) AS ethnicity,
                MAX(language{c}) AS language, MAX(disability{c}) AS disability, MAX(county{c}) AS county,
                MIN((source || '|' || pid){c}) AS subject, MAX(member_id{c}) AS member_id
@@ -302,7 +303,7 @@ def plan(
                     WHEN t.continuous = 0 THEN 'enrollment-gap'
                     ELSE NULL END AS ip_reason,
                CASE WHEN {death_on} = 1 AND p.deceased = 1
-                         AND (p.deceased_day IS NULL OR p.deceased_day <= :p_end) THEN 1 ELSE 0 END AS denex
+                         AND (p.deceased_undated = 1 OR p.deceased_day <= :p_end) THEN 1 ELSE 0 END AS denex
         FROM t_person p JOIN t_age a ON a.person = p.person LEFT JOIN t_attr t ON t.person = p.person""",
         )
     )

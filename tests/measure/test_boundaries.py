@@ -800,3 +800,10 @@ def test_a_failed_batch_leaves_the_store_usable(store: Store, mappings: Mappings
     load(store, [c.patient(P, "2022-06-15", gender="x" * 5000), c.full_year(P)])
     load(store, [c.eob("e", P, "2025-03-01")], at=T0 + timedelta(hours=1))
     assert child(store, mappings).groups[0].reason == "qualifying-service"
+
+
+def test_any_undated_death_record_is_a_death_before_the_period_end(store: Store, mappings: Mappings) -> None:
+    """Edge rule 4, even when another record of the same child dates the death later."""
+    load(store, [c.patient(P, "2022-06-15", member="M1", deceasedBoolean=True), c.full_year(P)], source="a")
+    load(store, [c.patient("b1", "2022-06-15", member="M1", deceasedDateTime="2026-03-01")], source="b")
+    assert result(child(store, mappings)) == (1, 1, 1, 0, "deceased")
