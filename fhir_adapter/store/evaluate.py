@@ -272,7 +272,8 @@ def _read_evidence(
             UNION ALL
             SELECT s.person, '*', 'initial-population', s.source, 'Coverage', r.rid, r.version
             FROM t_span s JOIN resources r ON r.rkey = s.rkey JOIN t_base b ON b.person = s.person
-            WHERE b.ip_reason IS NULL AND (b.cco = s.cco)
+            WHERE b.ip_reason IS NULL AND (b.cco = s.cco OR :any_cco = 1)
+              AND (s.start_day IS NULL OR s.start_day <= :p_end) AND (s.end_day IS NULL OR s.end_day >= :p_start)
             UNION ALL
             SELECT h.person, h.grp, CASE WHEN h.kind IN ('num', 'numdx') THEN 'numerator' ELSE 'denominator' END,
                    e.source, e.rtype, e.rid, e.version
@@ -286,7 +287,12 @@ def _read_evidence(
         ) x WHERE 1 = 1 {want}
         ORDER BY x.person, x.grp, x.population, x.rtype, x.source, x.rid"""
     out: dict[str, list[Evidence]] = {}
-    for row in conn.execute(text(sql)):
+    window = {
+        "p_start": ev_plan.params["p_start"],
+        "p_end": ev_plan.params["p_end"],
+        "any_cco": 1 if spec.enrollment.scope == "any-cco" else 0,
+    }
+    for row in conn.execute(text(sql), window):
         out.setdefault(row.person, []).append(
             Evidence(row.person, row.grp, row.population, row.source, row.rtype, row.rid, int(row.version))
         )
@@ -294,5 +300,4 @@ def _read_evidence(
         items.sort(key=lambda e: (e.group, e.population, e.rtype, e.source, e.rid))
     if persons is not None:
         conn.execute(text("DROP TABLE t_want"))
-    del ev_plan, spec
     return out

@@ -171,3 +171,14 @@ def test_numerator_evidence_includes_the_condition_that_supplied_the_diagnosis(
     }
     assert "all-enrolled-numerator" in criteria["Encounter/v1"]
     assert "all-enrolled-numerator" in criteria["Condition/d1"]
+
+
+def test_coverage_evidence_is_limited_to_the_period(store: Store, mappings: Mappings) -> None:
+    load(
+        store,
+        [c.patient("z", "2022-06-15"), c.coverage("old", "z", "2019-01-01", "2019-12-31"), c.full_year("z")],
+    )
+    spec = mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31))
+    ev = evaluate(store, mappings, spec, date(2025, 1, 1), date(2025, 12, 31), FAR, "all", all_evidence=True)
+    report = individual_report(ev, CTX, ev.children[0])
+    assert {e["reference"] for e in report["evaluatedResource"]} == {"Patient/z", "Coverage/cov-z-ALLCARE"}
