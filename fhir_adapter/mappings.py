@@ -54,7 +54,7 @@ from fhir_adapter.measure.spec import (
     ServiceCriterion,
     ValueSet,
 )
-from fhir_adapter.terminology.codes import CPT_URI, Terminology, clean_uri
+from fhir_adapter.terminology.codes import Terminology, clean_uri, is_cpt_code
 
 CODE_SYSTEMS_FILE = "code-systems.csv"
 ALIASES_FILE = "system-aliases.csv"
@@ -307,7 +307,7 @@ def _load_valueset_rows(files: _Files, path: Path, term: Terminology) -> tuple[C
         valid_from, valid_to = _parse_date(row, "valid_from"), _parse_date(row, "valid_to")
         if valid_from and valid_to and valid_from > valid_to:
             raise row.error(f"valid_from {valid_from} is after valid_to {valid_to}")
-        if system == CPT_URI and row["display"]:
+        if is_cpt_code(system, code) and row["display"]:
             raise row.error("CPT descriptor text is not allowed (AMA copyright): leave display empty")
         provenance = row.provenance(CODE_STATUSES)
         key = (system, code, match, valid_from)
@@ -571,6 +571,11 @@ def _load_measure(files: _Files, folder: Path, term: Terminology) -> tuple[Measu
         if exclusion.id == "hospice" and exclusion.valueset is None:
             raise x.error(None, "the hospice exclusion needs a valueset")
         exclusions.append(exclusion)
+    if not any(x.id == "death" for x in exclusions):
+        # Edge rule 10: death applies unless measure.toml says otherwise (enabled = false).
+        exclusions.append(
+            Exclusion("death", True, Provenance("assumption", "spec §3 Edge rule 10 (default when not listed)"))
+        )
 
     groups: list[Group] = []
     group_tables = top.tables("group")

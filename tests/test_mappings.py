@@ -54,7 +54,13 @@ def edit(root: Path, relative: str, old: str, new: str) -> str:
 
 
 def test_loads_every_measure_year(mappings: Mappings) -> None:
-    assert sorted(mappings.measures) == [(IF_ID, 2025), (IF_ID, 2026), (REACH_ID, 2024)]
+    assert sorted(mappings.measures) == [
+        (IF_ID, 2025),
+        (IF_ID, 2026),
+        (REACH_ID, 2022),
+        (REACH_ID, 2023),
+        (REACH_ID, 2024),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -346,3 +352,33 @@ def test_broken_mappings_name_file_and_line(
         load_mappings(copy)
     assert message in str(caught.value)
     assert caught.value.location == f"{copy / relative}:{line}"
+
+
+def test_death_exclusion_applies_when_not_listed(tmp_path: Path) -> None:
+    """Edge rule 10: death applies unless measure.toml says otherwise."""
+    import shutil
+
+    root = tmp_path / "mappings"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "mappings", root)
+    toml = root / "oregon-se-issue-focused" / "2025" / "measure.toml"
+    text = toml.read_text()
+    start = text.index('[[exclusion]]\nid = "death"')
+    end = text.index("[[exclusion]]", start + 10)
+    toml.write_text(text[:start] + text[end:])
+    spec = load_mappings(root).measures[("oregon-se-issue-focused", 2025)]
+    death = spec.exclusion("death")
+    assert death is not None and death.enabled
+
+
+def test_cpt_display_refused_under_the_hcpcs_system(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "mappings"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "mappings", root)
+    csv_path = root / "oregon-se-issue-focused" / "2025" / "valuesets" / "se-intervention-procedures.csv"
+    csv_path.write_text(
+        csv_path.read_text()
+        + "https://bluebutton.cms.gov/resources/codesystem/hcpcs,90899,exact,,,Some descriptor,candidate,x\n"
+    )
+    with pytest.raises(MappingsError, match="CPT descriptor"):
+        load_mappings(root)

@@ -487,7 +487,7 @@ def _check_against_measure(report: Json, measure: Json, report_type: str) -> lis
     for gi, group in enumerate(report_groups):
         where = f"MeasureReport.group[{gi}]"
         gid = group.get("id")
-        if gid not in measure_groups:
+        if not isinstance(gid, str) or gid not in measure_groups:
             out.append(f"measure: {where}.id: {gid!r} is not a group of the Measure")
             continue
         if gid in seen:
@@ -511,7 +511,7 @@ def _check_populations_match(where: str, populations: list[Json], mgroup: _Measu
     for pi, population in enumerate(populations):
         pid, code = population.get("id"), _population_code(population)
         pwhere = f"{where}.population[{pi}]"
-        if pid not in expected:
+        if not isinstance(pid, str) or pid not in expected:
             out.append(f"measure: {pwhere}.id: {pid!r} is not a population of Measure group {mgroup.id!r}")
             continue
         if code != expected[str(pid)]:
@@ -534,7 +534,7 @@ def _check_stratifiers_match(
     for si, stratifier in enumerate(stratifiers):
         sid = stratifier.get("id")
         swhere = f"{where}.stratifier[{si}]"
-        if sid not in expected:
+        if not isinstance(sid, str) or sid not in expected:
             out.append(f"measure: {swhere}.id: {sid!r} is not a stratifier of Measure group {mgroup.id!r}")
             continue
         mstrat = expected[str(sid)]
@@ -612,7 +612,11 @@ def _check_proportion(
         if "count" in population and (count is None or count < 0):
             out.append(f"counts: {where}.population[{pi}]: count {population.get('count')!r} is not a count")
     ip, den, denex, numer = (counts.get(c) for c in (IP, DEN, DENEX, NUMER))
-    effective = None if den is None else den - (denex or 0)
+    denexcep, numex = counts.get("denominator-exception"), counts.get("numerator-exclusion")
+    # CQFM proportion scoring: (NUMER − NUMEX) / (DEN − DENEX − DENEXCEP).
+    effective = None if den is None else den - (denex or 0) - (denexcep or 0)
+    if numer is not None:
+        numer -= numex or 0
     if den is not None and denex is not None and denex > den:
         out.append(f"counts: {where}: denominator-exclusion {denex} exceeds denominator {den}")
     if ip is not None and den is not None and den > ip:

@@ -44,6 +44,7 @@ from fhir_adapter.measure.spec import (
     ServiceCriterion,
     ValueSet,
 )
+from fhir_adapter.terminology.codes import is_cpt_code
 
 #: CQF Measures STU5 proportion measure profile.
 PROPORTION_MEASURE_PROFILE = "http://hl7.org/fhir/us/cqfmeasures/StructureDefinition/proportion-measure-cqfm"
@@ -623,13 +624,14 @@ def build_valueset(
                 )
             elif code not in concepts:
                 concept: Json = {"code": code}
-                if row.display and system != CPT_SYSTEM:
+                if row.display and not is_cpt_code(system, code):
                     concept["display"] = row.display
                 concepts[code] = concept
         if concepts:
             include.append({"system": system, "concept": [concepts[c] for c in sorted(concepts)]})
-        if filters:
-            include.append({"system": system, "filter": [filters[c] for c in sorted(filters)]})
+        # One include per prefix: filters inside one include must ALL be true (R4
+        # ValueSet.compose.include.filter), so several prefixes in one include select nothing.
+        include.extend({"system": system, "filter": [filters[c]]} for c in sorted(filters))
     statuses = sorted({r.provenance.status for r in valueset.rows})
     sources = sorted({r.provenance.source for r in valueset.rows})
     windows = sorted(

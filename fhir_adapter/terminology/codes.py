@@ -8,6 +8,7 @@ under a HCPCS system), so a CPT or HCPCS coding matches value-set rows of either
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,14 @@ CPT_URI = "http://www.ama-assn.org/go/cpt"
 HCPCS_URI = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 #: Canonical systems matched as one namespace: HCPCS Level I is CPT (CMS HCPCS overview).
 SHARED_NAMESPACES: tuple[frozenset[str], ...] = (frozenset({CPT_URI, HCPCS_URI}),)
+_CPT_LEVEL_I = re.compile(r"\d{4}[0-9FT]")
+
+
+def is_cpt_code(canonical: str, code: str) -> bool:
+    """A CPT (HCPCS Level I) code, whichever system of the shared namespace files it: such codes
+    carry no descriptor text here (AMA copyright, spec §3). Level I codes are five digits or four
+    digits and F/T."""
+    return canonical == CPT_URI or (canonical == HCPCS_URI and bool(_CPT_LEVEL_I.fullmatch(code)))
 
 
 def clean_uri(uri: str) -> str:

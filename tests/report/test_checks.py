@@ -866,3 +866,22 @@ LISTS = [
 def test_check_list_entries(list_resource: Json, kwargs: dict[str, str], expected: list[str]) -> None:
     reports = [_ind("a"), _ind("b", numerator=0), _ind("s", report_type="summary")]
     assert check_list_entries(list_resource, reports, **kwargs) == expected
+
+
+def test_score_formula_counts_exceptions() -> None:
+    """CQFM: score = (NUMER − NUMEX) / (DEN − DENEX − DENEXCEP)."""
+    from fhir_adapter.report.checks import _check_proportion
+
+    counts = {"initial-population": 10, "denominator": 10, "denominator-exclusion": 0,
+              "denominator-exception": 2, "numerator": 4}  # fmt: skip
+    assert _check_proportion("g", counts, [], {"measureScore": {"value": 0.5}}) == []
+    assert _check_proportion("g", counts, [], {"measureScore": {"value": 0.4}}) != []
+
+
+@pytest.mark.parametrize("bad", [["any"], {"x": 1}, 7], ids=["list", "dict", "int"])
+def test_wrongly_typed_group_ids_are_reported_not_crashed(bad: object) -> None:
+    from fhir_adapter.report.checks import check_measure_report
+
+    report = {"resourceType": "MeasureReport", "type": "summary", "group": [{"id": bad, "population": []}]}
+    measure = {"resourceType": "Measure", "group": [{"id": "any", "population": []}]}
+    assert any("is not a group of the Measure" in v for v in check_measure_report(report, measure))
