@@ -68,7 +68,8 @@ CAPABILITY_STATEMENT_DATE = "2026-11-23"
 CAPABILITY_STATEMENT_ID = "fhir-adapter"
 
 SETTLED = ("verified", "official")
-_POPULATIONS = (
+#: The populations every group has, in order; MeasureReports use the same list (id parity).
+POPULATIONS = (
     ("initial-population", "Initial Population"),
     ("denominator", "Denominator"),
     ("denominator-exclusion", "Denominator Exclusion"),
@@ -439,7 +440,7 @@ def _measure_group(spec: MeasureSpec, group: Group, base: str, ccos: Sequence[Cc
                 "description": texts[code],
                 "criteria": _criteria(texts[code]),
             }
-            for code, display in _POPULATIONS
+            for code, display in POPULATIONS
         ],
         "stratifier": stratifiers,
     }
@@ -519,7 +520,7 @@ def _library_markdown(spec: MeasureSpec, base: str) -> str:
         )
     for g in spec.groups:
         texts = _population_texts(spec, g, base)
-        value = "; ".join(f"{code}: {texts[code]}" for code, _ in _POPULATIONS)
+        value = "; ".join(f"{code}: {texts[code]}" for code, _ in POPULATIONS)
         lines.append(
             f"| group {g.id} | {_md_escape(value)} | {g.provenance.status} "
             f"| {_md_escape(g.provenance.source)} |"

@@ -23,7 +23,7 @@ from typing import Any
 from fhir_adapter.fhir.dates import from_micros, iso_instant
 from fhir_adapter.measure.engine import ENGINE_VERSION
 from fhir_adapter.measure.spec import MeasureSpec
-from fhir_adapter.report.conformance import measure_url
+from fhir_adapter.report.conformance import POPULATIONS, measure_url
 from fhir_adapter.store.evaluate import ChildResult, Evaluation, Evidence
 
 DEQM = "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/"
@@ -50,12 +50,6 @@ IMPROVEMENT = {
         }
     ]
 }
-POPULATIONS = (
-    ("initial-population", "Initial Population"),
-    ("denominator", "Denominator"),
-    ("denominator-exclusion", "Denominator Exclusion"),
-    ("numerator", "Numerator"),
-)
 BIRTH_SEX_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-AdministrativeGender"
 GENDER_SYSTEM = "http://hl7.org/fhir/administrative-gender"
 MISSING = "missing"
