@@ -351,6 +351,7 @@ def subject_list_bundle(ev: Evaluation, ctx: ReportContext) -> dict[str, Any]:
     ``subjectResults`` point at contained Lists of individual MeasureReports, never Patients)
     followed by those individual MeasureReports."""
     report = _base(ev, ctx, "subject-list", report_id(ev, "subject-list"))
+    refs = {c.person: f"MeasureReport/{individual_id(ev, c)}" for c in ev.children}
     contained: list[dict[str, Any]] = []
 
     def subject_results(pop_id: str, stratum: str, members: list[ChildResult]) -> dict[str, Any]:
@@ -365,7 +366,7 @@ def subject_list_bundle(ev: Evaluation, ctx: ReportContext) -> dict[str, Any]:
         }
         if members:
             listed["entry"] = [
-                {"item": {"reference": f"MeasureReport/{individual_id(ev, c)}"}} for c in members
+                {"item": {"reference": refs[c.person]}} for c in members
             ]
         else:  # FHIR forbids empty arrays; an empty List says why it is empty
             listed["emptyReason"] = {
