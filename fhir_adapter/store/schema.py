@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 #: Bump when the schema changes incompatibly; the store refuses to open a different one.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 #: On SQLite an ``INTEGER PRIMARY KEY`` is the rowid itself (no second index); BIGINT elsewhere.
