@@ -574,7 +574,9 @@ def _load_measure(files: _Files, folder: Path, term: Terminology) -> tuple[Measu
     if not any(x.id == "death" for x in exclusions):
         # Edge rule 10: death applies unless measure.toml says otherwise (enabled = false).
         exclusions.append(
-            Exclusion("death", True, Provenance("assumption", "spec §3 Edge rule 10 (default when not listed)"))
+            Exclusion(
+                "death", True, Provenance("assumption", "spec §3 Edge rule 10 (default when not listed)")
+            )
         )
 
     groups: list[Group] = []

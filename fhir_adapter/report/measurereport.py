@@ -365,9 +365,7 @@ def subject_list_bundle(ev: Evaluation, ctx: ReportContext) -> dict[str, Any]:
             "title": title,
         }
         if members:
-            listed["entry"] = [
-                {"item": {"reference": refs[c.person]}} for c in members
-            ]
+            listed["entry"] = [{"item": {"reference": refs[c.person]}} for c in members]
         else:  # FHIR forbids empty arrays; an empty List says why it is empty
             listed["emptyReason"] = {
                 "coding": [

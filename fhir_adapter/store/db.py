@@ -247,7 +247,7 @@ class Store:
                         stats.updated += 1
                     new_rows.append(
                         [source, item.rtype, item.rid, version, now, None, 1 if item.deleted else 0, item.digest,
-                         item.last_updated, item.body]
+                         item.last_updated]
                     )  # fmt: skip
                     pending.append(item)
                 if superseded:
@@ -264,9 +264,15 @@ class Store:
                         conn,
                         "resources",
                         ("rkey", "source", "rtype", "rid", "version", "ingested_at", "superseded_at", "deleted",
-                         "hash", "last_updated", "body"),
+                         "hash", "last_updated"),
                         new_rows,
                     )  # fmt: skip
+                    self._bulk(
+                        conn,
+                        "resource_bodies",
+                        ("rkey", "body"),
+                        [(rkey, item.body) for rkey, item in zip(rkeys, pending, strict=True)],
+                    )
                     facts = [
                         (rkey, self._facts(item, source))
                         for rkey, item in zip(rkeys, pending, strict=True)
@@ -448,7 +454,10 @@ class Store:
             for table in ("f_patient", "f_coverage", "f_org_ident", "f_event", "f_line", "f_code", "f_ref"):
                 conn.execute(text(f"DELETE FROM {table}"))
             result = conn.execute(
-                text("SELECT rkey, source, body FROM resources WHERE deleted = 0 ORDER BY rkey")
+                text(
+                    "SELECT r.rkey, r.source, b.body FROM resources r JOIN resource_bodies b ON b.rkey = r.rkey "
+                    "WHERE r.deleted = 0 ORDER BY r.rkey"
+                )
             ).yield_per(batch)
             buffer: list[tuple[int, Facts | None]] = []
             for rkey, source, body in result:
