@@ -444,8 +444,9 @@ class Store:
                 with conn.begin():
                     conn.execute(text("ANALYZE " + ", ".join(t.name for t in metadata.sorted_tables)))
             else:
-                conn.exec_driver_sql("PRAGMA analysis_limit = 1000")
-                conn.exec_driver_sql("ANALYZE")
+                with conn.begin():  # committed: outside a transaction the statistics roll back
+                    conn.exec_driver_sql("PRAGMA analysis_limit = 1000")
+                    conn.exec_driver_sql("ANALYZE")
 
     def reextract(self, batch: int = 5000) -> int:
         """Re-materialise every fact from the raw resources (after an extractor change)."""

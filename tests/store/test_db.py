@@ -111,3 +111,20 @@ def test_normalise_url(url: str, expected: str) -> None:
 def test_unsupported_urls(url: str) -> None:
     with pytest.raises(UsageError):
         normalise_url(url)
+
+
+def test_analyze_keeps_statistics(store: Store, engine_name: str) -> None:
+    put(store, c.patient("p", "2022-01-01"))
+    store.analyze()
+    with store.read() as conn:
+        if engine_name == "sqlite":
+            rows = conn.execute(
+                text("SELECT COUNT(*) FROM sqlite_stat1 WHERE tbl = 'resources'")
+            ).scalar_one()
+        else:
+            rows = conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM pg_stat_user_tables WHERE relname = 'resources' AND schemaname = current_schema() AND last_analyze IS NOT NULL"
+                )
+            ).scalar_one()
+    assert rows >= 1
