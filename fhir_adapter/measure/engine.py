@@ -173,6 +173,7 @@ def plan(
         FROM t_person0 p""",
         )
     )
+    s.append(_index("ix_t_person", "t_person", "person"))
     s.append(
         _tmp(
             "t_age",

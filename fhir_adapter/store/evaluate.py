@@ -168,7 +168,7 @@ def evaluate(
                 # Temp tables have no statistics; without them both planners pick nested
                 # loops over the largest tables.
                 conn.execute(text(f"ANALYZE {statement.analyze}"))
-        children = _read_results(conn, spec)
+        children = _read_results(conn)
         evaluation = Evaluation(spec, period_start, period_end, as_of, sources, children)
         if all_evidence or evidence_for:
             evaluation.evidence = _read_evidence(
@@ -203,53 +203,52 @@ def _used(sql: str, params: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if f":{k}" in sql}
 
 
-def _read_results(conn: Connection, spec: MeasureSpec) -> list[ChildResult]:
+def _read_results(conn: Connection) -> list[ChildResult]:
+    """One ChildResult per person: group results and attributes read as plain tuples (this runs
+    over every child, so no per-row attribute lookups)."""
+    groups: dict[str, list[GroupResult]] = {}
+    for person, grp, ip, den, denex, num, reason in conn.execute(
+        text("SELECT person, grp, ip, den, denex, num, reason FROM t_result ORDER BY person, grp_index")
+    ).tuples():
+        groups.setdefault(person, []).append(
+            GroupResult(grp, bool(ip), bool(den), bool(denex), bool(num), reason)
+        )
+    children: list[ChildResult] = []
     rows = conn.execute(
         text("""
-        SELECT r.person, r.grp_index, r.grp, r.ip, r.den, r.denex, r.num, r.reason,
-               b.subject, b.cco, b.age_old, b.age_young, b.gaps, b.gap_days, b.anchor_ccos, b.birth_conflict,
-               p.member_id, p.birth_sex, p.gender, p.race, p.ethnicity, p.language, p.disability, p.county
-        FROM t_result r JOIN t_base b ON b.person = r.person JOIN t_person p ON p.person = r.person
-        ORDER BY r.person, r.grp_index""")
-    )
-    children: list[ChildResult] = []
-    current: list[Any] | None = None
-    groups: list[GroupResult] = []
-    n_groups = len(spec.groups)
-    for row in rows:
-        groups.append(
-            GroupResult(row.grp, bool(row.ip), bool(row.den), bool(row.denex), bool(row.num), row.reason)
-        )
-        current = list(row)
-        if len(groups) == n_groups:
-            source, _, pid = str(row.subject).partition("|")
-            age_certain = row.age_old is not None and row.age_old == row.age_young
-            children.append(
-                ChildResult(
-                    person=row.person,
-                    subject_source=source,
-                    subject_id=pid,
-                    member_id=row.member_id,
-                    cco=row.cco,
-                    age=row.age_old if age_certain else None,
-                    age_certain=age_certain,
-                    age_range=None if row.age_old is None else (int(row.age_young), int(row.age_old)),
-                    sex=row.birth_sex or row.gender,
-                    sex_is_birth_sex=row.birth_sex is not None,
-                    race=row.race,
-                    ethnicity=row.ethnicity,
-                    language=row.language,
-                    disability=row.disability,
-                    county=row.county,
-                    gaps=row.gaps,
-                    gap_days=row.gap_days,
-                    anchor_ccos=int(row.anchor_ccos or 0),
-                    birth_conflict=bool(row.birth_conflict),
-                    groups=tuple(groups),
-                )
+        SELECT b.person, b.subject, b.cco, b.age_old, b.age_young, b.gaps, b.gap_days, b.anchor_ccos,
+               b.birth_conflict, p.member_id, p.birth_sex, p.gender, p.race, p.ethnicity, p.language,
+               p.disability, p.county
+        FROM t_base b JOIN t_person p ON p.person = b.person""")
+    ).tuples()
+    for (person, subject, cco, age_old, age_young, gaps, gap_days, anchor_ccos, birth_conflict, member_id,
+         birth_sex, gender, race, ethnicity, language, disability, county) in rows:  # fmt: skip
+        source, _, pid = str(subject).partition("|")
+        age_certain = age_old is not None and age_old == age_young
+        children.append(
+            ChildResult(
+                person=person,
+                subject_source=source,
+                subject_id=pid,
+                member_id=member_id,
+                cco=cco,
+                age=age_old if age_certain else None,
+                age_certain=age_certain,
+                age_range=None if age_old is None else (int(age_young), int(age_old)),
+                sex=birth_sex or gender,
+                sex_is_birth_sex=birth_sex is not None,
+                race=race,
+                ethnicity=ethnicity,
+                language=language,
+                disability=disability,
+                county=county,
+                gaps=gaps,
+                gap_days=gap_days,
+                anchor_ccos=int(anchor_ccos or 0),
+                birth_conflict=bool(birth_conflict),
+                groups=tuple(groups[person]),
             )
-            groups = []
-    del current
+        )
     children.sort(key=lambda ch: ch.person)  # code-point order, whatever the database's collation
     return children
 
