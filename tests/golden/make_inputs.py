@@ -52,5 +52,24 @@ def mixed_sources() -> None:
     )  # fmt: skip
 
 
+def reach_2024() -> None:
+    case = HERE / "reach-2024" / "input"
+    _write(
+        case / "oha-claims",
+        [
+            c.patient("r1", "2024-03-10", member="R1"), c.coverage("r1c", "r1", "2024-03-10", None),
+            c.eob("s1", "r1", "2024-09-01", "96110", ("Z00.129",)),  # newborn, screening: any + assessment
+            c.patient("r2", "2019-01-01", member="R2"), c.full_year("r2", 2024),
+            c.eob("s2", "r2", "2024-12-31", "90834", ("Z00.129",)),  # age 5, therapy without SE dx: any + treatment
+            c.patient("r3", "2018-12-31", member="R3"), c.full_year("r3", 2024),
+            c.eob("s3", "r3", "2024-06-01", "96127"),  # age 6: outside 0-5
+            c.patient("r4", "2021-07-07", member="R4"), c.full_year("r4", 2024),  # nothing
+            c.patient("r5", "2022-02-02", member="R5"), c.full_year("r5", 2024),
+            c.eob("s5", "r5", "2024-04-04", "96127", denied=True),  # denied screening: nothing
+        ],
+    )  # fmt: skip
+
+
 if __name__ == "__main__":
     mixed_sources()
+    reach_2024()
