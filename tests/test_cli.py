@@ -157,3 +157,4 @@ def test_mappings_check_ok_and_broken(tmp_path: Path) -> None:
     result = run("mappings", "check", "--dir", str(broken))
     assert result.exit_code == 3
     assert "measure.toml:" in result.stderr and "surprise" in result.stderr
+    assert "[age]" in result.stderr  # bracketed TOML tables survive the console markup
