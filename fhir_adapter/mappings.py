@@ -636,8 +636,13 @@ def _load_measure(files: _Files, folder: Path, term: Terminology) -> tuple[Measu
 def _age_bands(tables: list[_Table], age: AgeRule) -> tuple[AgeBand, ...]:
     bands: list[AgeBand] = []
     for t in tables:
-        t.keys(("code", "min", "max"))
-        band = AgeBand(code=t.get_str("code"), min_age=t.get_int("min"), max_age=t.get_int("max"))
+        t.keys(("code", "min", "max", "status", "source"))
+        band = AgeBand(
+            code=t.get_str("code"),
+            min_age=t.get_int("min"),
+            max_age=t.get_int("max"),
+            provenance=t.provenance(),
+        )
         if band.min_age > band.max_age:
             raise t.error(
                 "min", f"age band {band.code!r}: min {band.min_age} is greater than max {band.max_age}"
@@ -651,6 +656,10 @@ def _age_bands(tables: list[_Table], age: AgeRule) -> tuple[AgeBand, ...]:
             if band.min_age <= other.max_age and other.min_age <= band.max_age:
                 raise t.error("min", f"age band {band.code!r} overlaps age band {other.code!r}")
         bands.append(band)
+    covered = {age for b in bands for age in range(b.min_age, b.max_age + 1)}
+    missing = [a for a in range(age.min_age, age.max_age + 1) if a not in covered]
+    if bands and missing:
+        raise tables[0].error("code", f"age bands leave ages {missing} of the age rule uncovered")
     return tuple(bands)
 
 

@@ -246,9 +246,7 @@ CASES = [
     pytest.param(
         IF25, 'code = "3-5"\nmin = 3', 'code = "3-5"\nmin = 2', "min = 2", "overlaps", id="age-band-overlap"
     ),
-    pytest.param(
-        IF25, "max = 5\n\n[enrollment]", "max = 6\n\n[enrollment]", "max = 6", "outside", id="band-outside"
-    ),
+    pytest.param(IF25, "min = 3\nmax = 5\n", "min = 3\nmax = 6\n", "max = 6", "outside", id="band-outside"),
     pytest.param(
         IF25,
         'need_diagnoses = "se-issue-diagnoses"',
@@ -381,4 +379,24 @@ def test_cpt_display_refused_under_the_hcpcs_system(tmp_path: Path) -> None:
         + "https://bluebutton.cms.gov/resources/codesystem/hcpcs,90899,exact,,,Some descriptor,candidate,x\n"
     )
     with pytest.raises(MappingsError, match="CPT descriptor"):
+        load_mappings(root)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        pytest.param('code = "1-2"\nmin = 1\nmax = 2\nstatus = "assumption"\n', 'code = "1-2"\nmin = 1\nmax = 2\n',
+                     "missing key .status.", id="age-band-without-provenance"),
+        pytest.param('code = "1-2"\nmin = 1\nmax = 2', 'code = "1-2"\nmin = 1\nmax = 1', "uncovered",
+                     id="age-bands-leave-a-gap"),
+    ],
+)  # fmt: skip
+def test_age_band_rules(tmp_path: Path, old: str, new: str, message: str) -> None:
+    root = tmp_path / "mappings"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "mappings", root)
+    toml = root / "oregon-se-issue-focused" / "2025" / "measure.toml"
+    text = toml.read_text()
+    assert old in text
+    toml.write_text(text.replace(old, new, 1))
+    with pytest.raises(MappingsError, match=message):
         load_mappings(root)

@@ -68,6 +68,7 @@ class AgeBand:
     code: str
     min_age: int
     max_age: int
+    provenance: Provenance = Provenance("assumption", "spec §2 stratifier age-band")
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ class Assumption:
 def assumptions(spec: MeasureSpec) -> list[Assumption]:
     """Every rule of ``spec`` whose status is not verified/official, and every value set with rows
     whose status is not verified/official (spec §3: "Nothing tagged [A] may be presented to users
-    as the OHA specification"). Stable order: measure, age, enrollment, exclusions, groups, value
+    as the OHA specification"). Stable order: measure, age, age bands, enrollment, exclusions, groups, value
     sets by name."""
     out: list[Assumption] = []
 
@@ -205,6 +205,8 @@ def assumptions(spec: MeasureSpec) -> list[Assumption]:
 
     rule("measure definition", spec.provenance)
     rule(f"age {spec.age.min_age}-{spec.age.max_age} on the last day of the period", spec.age.provenance)
+    for band in spec.age_bands:
+        rule(f"age band {band.code} ({band.min_age}-{band.max_age})", band.provenance)
     rule(_enrollment_text(spec), spec.enrollment.provenance)
     for exclusion in spec.exclusions:
         rule(f"exclusion {exclusion.id} ({'on' if exclusion.enabled else 'off'})", exclusion.provenance)

@@ -107,7 +107,7 @@ def make_spec(*, settled: bool = False, year: int = 2025) -> MeasureSpec:
         description="Children 1-5 with a qualifying service.",
         provenance=V,
         age=AgeRule(1, 5, V),
-        age_bands=(AgeBand("1-2", 1, 2), AgeBand("3-5", 3, 5)),
+        age_bands=(AgeBand("1-2", 1, 2, V), AgeBand("3-5", 3, 5, V)),
         enrollment=EnrollmentRule("same-cco", 1, 45, rule),
         exclusions=(Exclusion("death", True, V), Exclusion("hospice", False, V, "se-issue-diagnoses")),
         groups=(
