@@ -5,8 +5,6 @@ Exit codes (DESIGN.md §2): 0 ok, 1 runtime failure, 2 usage, 3 invalid data or 
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 import time
 from collections.abc import Callable
@@ -213,11 +211,7 @@ def gaps(
     if fmt == "json":
         _write_json(rows, out)
         return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(workflow.GAP_COLUMNS), lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    data = buffer.getvalue().encode("utf-8-sig")  # BOM: Excel opens UTF-8 correctly
+    data = workflow.gaps_csv(rows)
     if out is None:
         sys.stdout.buffer.write(data)
     else:

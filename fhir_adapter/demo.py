@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections import defaultdict
 from datetime import UTC, date, datetime
@@ -128,12 +126,7 @@ def run_demo(
         ctx = workflow.report_context(settings, ev.spec.hash)
         _write(out / name, workflow.build_report(ev, ctx, kind))  # type: ignore[arg-type]
         written.append(out / name)
-    gap_rows = workflow.gap_rows(issue["all"])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(workflow.GAP_COLUMNS), lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(gap_rows)
-    (out / f"issue-focused-{year}-gaps.csv").write_bytes(buffer.getvalue().encode("utf-8-sig"))
+    (out / f"issue-focused-{year}-gaps.csv").write_bytes(workflow.gaps_csv(workflow.gap_rows(issue["all"])))
     written.append(out / f"issue-focused-{year}-gaps.csv")
     _write(out / "data-quality.json", data_quality({"issue-focused-all": issue["all"], "reach": reach}))
     written.append(out / "data-quality.json")

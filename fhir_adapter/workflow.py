@@ -3,17 +3,18 @@ evaluate, build reports and gap lists. Settings are passed in, never read from g
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import io
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from fhir_adapter.errors import NotFoundError, UsageError
 from fhir_adapter.fhir.dates import to_micros
-from fhir_adapter.ingest.runner import IngestResult, ingest_paths
+from fhir_adapter.ingest.runner import Clock, IngestResult, ingest_paths, utc_now
 from fhir_adapter.mappings import load_mappings
-from fhir_adapter.measure.engine import REASON_TEXT
+from fhir_adapter.measure.engine import REASON_TEXT, person_key, visible
 from fhir_adapter.measure.spec import Mappings, MeasureSpec, SourceMode
 from fhir_adapter.report.measurereport import (
     ReportContext,
@@ -26,11 +27,6 @@ from fhir_adapter.store.db import Store
 from fhir_adapter.store.evaluate import ChildResult, Evaluation, evaluate
 
 ReportType = Literal["summary", "subject-list", "individual"]
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def open_store(settings: Settings) -> Store:
@@ -99,10 +95,8 @@ def find_person(store: Store, subject: str, source: str | None, as_of: int) -> s
     if rtype != "Patient" or not pid:
         raise UsageError(f"--subject must look like Patient/<id>, not {subject!r}")
     sql = (
-        "SELECT p.source, CASE WHEN p.member_id IS NOT NULL THEN 'm:' || p.member_id "
-        "ELSE 'u:' || p.source || '/' || p.pid END FROM f_patient p JOIN resources r ON r.rkey = p.rkey "
-        "WHERE p.pid = :pid AND r.ingested_at <= :as_of AND (r.superseded_at IS NULL OR r.superseded_at > :as_of) "
-        "AND r.deleted = 0"
+        f"SELECT p.source, {person_key('p')} FROM f_patient p JOIN resources r ON r.rkey = p.rkey "
+        f"WHERE p.pid = :pid AND {visible('r')}"
     )
     with store.read() as conn:
         rows = [(s, person) for s, person in conn.execute(text(sql), {"pid": pid, "as_of": as_of})]
@@ -151,6 +145,15 @@ def build_report(ev: Evaluation, ctx: ReportContext, report_type: ReportType) ->
 GAP_COLUMNS = (
     "member_id", "patient", "patient_source", "cco", "age", "group", "reason", "reason_text",
 )  # fmt: skip
+
+
+def gaps_csv(rows: list[dict[str, Any]]) -> bytes:
+    """Gap rows as CSV that Excel opens correctly (UTF-8 with a BOM, CRLF line ends)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(GAP_COLUMNS), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8-sig")
 
 
 def gap_rows(ev: Evaluation, *, cco: str | None = None, group: str | None = None) -> list[dict[str, Any]]:

@@ -73,6 +73,15 @@ def visible(alias: str) -> str:
     return VISIBLE.format(r=alias)
 
 
+def person_key(alias: str) -> str:
+    """The person a Patient record belongs to: its Medicaid member id, else the record itself
+    (spec §3 "Identity": unlinked, never guessed)."""
+    return (
+        f"CASE WHEN {alias}.member_id IS NOT NULL THEN 'm:' || {alias}.member_id "
+        f"ELSE 'u:' || {alias}.source || '/' || {alias}.pid END"
+    )
+
+
 @dataclass(frozen=True)
 class Statement:
     sql: str
@@ -138,8 +147,7 @@ def plan(
         SELECT p.rkey, p.source, p.pid, r.version, p.member_id, p.birth_lo_day, p.birth_lo_ymd, p.birth_hi_ymd,
                p.gender, p.birth_sex, p.deceased, p.deceased_day, p.race, p.ethnicity, p.language,
                p.disability, p.county,
-               CASE WHEN p.member_id IS NOT NULL THEN 'm:' || p.member_id ELSE 'u:' || p.source || '/' || p.pid END
-                 AS person
+               {person_key("p")} AS person
         FROM f_patient p JOIN resources r ON r.rkey = p.rkey
         WHERE {visible("r")}""",
         )

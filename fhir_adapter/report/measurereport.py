@@ -14,8 +14,7 @@ the data cut (``--as-of``), the mappings hash, the engine version and the source
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -186,25 +185,12 @@ def stratum_value(spec: MeasureSpec, stratifier: str, child: ChildResult) -> dic
     raise ValueError(f"unknown stratifier {stratifier!r}")
 
 
-def _counts(children: Iterable[ChildResult], index: int) -> dict[str, int]:
-    counts = Counter[str]()
-    for child in children:
-        g = child.groups[index]
-        counts["initial-population"] += g.ip
-        counts["denominator"] += g.den
-        counts["denominator-exclusion"] += g.denex
-        counts["numerator"] += g.num
-    return {code: counts[code] for code, _ in POPULATIONS}
+def _counts(children: Sequence[ChildResult], index: int) -> dict[str, int]:
+    return {code: sum(c.groups[index].member_of(code) for c in children) for code, _ in POPULATIONS}
 
 
 def _members(children: Iterable[ChildResult], index: int, code: str) -> list[ChildResult]:
-    attr = {
-        "initial-population": "ip",
-        "denominator": "den",
-        "denominator-exclusion": "denex",
-        "numerator": "num",
-    }[code]
-    return [c for c in children if getattr(c.groups[index], attr)]
+    return [c for c in children if c.groups[index].member_of(code)]
 
 
 def _key(value: dict[str, Any]) -> str:
@@ -284,12 +270,7 @@ def individual_report(ev: Evaluation, ctx: ReportContext, child: ChildResult) ->
     report["subject"] = subject
     groups = []
     for index, result in enumerate(child.groups):
-        counts = {
-            "initial-population": int(result.ip),
-            "denominator": int(result.den),
-            "denominator-exclusion": int(result.denex),
-            "numerator": int(result.num),
-        }
+        counts = {code: int(result.member_of(code)) for code, _ in POPULATIONS}
         group: dict[str, Any] = {
             "id": ev.spec.groups[index].id,
             "extension": [{"url": ctx.ext("reason-code"), "valueCode": result.reason}],
@@ -324,13 +305,7 @@ def _evaluated_resources(
             if gid not in groups:
                 continue
             # Evidence only for populations the child is in.
-            inside = {
-                "initial-population": result.ip,
-                "denominator": result.den,
-                "denominator-exclusion": result.denex,
-                "numerator": result.num,
-            }[item.population]
-            if inside:
+            if result.member_of(item.population):
                 by_resource.setdefault((item.rtype, item.rid, item.source), set()).add(
                     population_id(gid, item.population)
                 )

@@ -30,6 +30,15 @@ class GroupResult:
     num: bool
     reason: str
 
+    def member_of(self, population: str) -> bool:
+        """Whether the child is in the population with this measure-population code."""
+        return {
+            "initial-population": self.ip,
+            "denominator": self.den,
+            "denominator-exclusion": self.denex,
+            "numerator": self.num,
+        }[population]
+
 
 @dataclass(frozen=True)
 class ChildResult:
@@ -41,8 +50,8 @@ class ChildResult:
     subject_id: str
     member_id: str | None
     cco: str | None
+    #: the age on the last day when the birth date fixes it, else ``None``
     age: int | None
-    age_certain: bool
     #: (youngest, oldest) possible age on the last day; differs from ``age`` for partial birth dates
     age_range: tuple[int, int] | None
     sex: str | None
@@ -95,9 +104,7 @@ class Evaluation:
     undated_claim_lines: int = 0
 
 
-def _load_lookups(
-    conn: Connection, store: Store, mappings: Mappings, spec: MeasureSpec, ev_plan: EvaluationPlan
-) -> None:
+def _load_lookups(conn: Connection, mappings: Mappings, spec: MeasureSpec, ev_plan: EvaluationPlan) -> None:
     conn.execute(text("CREATE TEMP TABLE t_cco (system TEXT, value TEXT, cco TEXT)"))
     rows = [{"s": s, "v": v, "c": cco.id} for cco in mappings.ccos for (s, v) in cco.identifiers]
     if rows:
@@ -161,7 +168,7 @@ def evaluate(
     ev_plan = plan(spec, period_start, period_end, as_of, sources, store.dialect)
     with store.engine.connect() as conn, conn.begin():
         _drop_temps(conn)
-        _load_lookups(conn, store, mappings, spec, ev_plan)
+        _load_lookups(conn, mappings, spec, ev_plan)
         for statement in ev_plan.statements:
             conn.execute(text(statement.sql), _used(statement.sql, ev_plan.params))
             if statement.analyze:
@@ -233,7 +240,6 @@ def _read_results(conn: Connection) -> list[ChildResult]:
                 member_id=member_id,
                 cco=cco,
                 age=age_old if age_certain else None,
-                age_certain=age_certain,
                 age_range=None if age_old is None else (int(age_young), int(age_old)),
                 sex=birth_sex or gender,
                 sex_is_birth_sex=birth_sex is not None,
