@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fhir_adapter.errors import StoreError, UsageError
 from fhir_adapter.store.extract import EXTRACTOR_VERSION, Facts, extract
-from fhir_adapter.store.schema import SCHEMA_VERSION, metadata
+from fhir_adapter.store.schema import FACT_TABLES, SCHEMA_VERSION, metadata
 
 _CHUNK = 500
 #: Errors from SQLAlchemy and from the drivers used directly for bulk writes.
@@ -402,6 +402,9 @@ class Store:
         lines: list[tuple[Any, ...]] = []
         code_rows: list[tuple[int, int, str, int | None, tuple[str, str]]] = []
         refs: list[tuple[Any, ...]] = []
+        providers: list[tuple[Any, ...]] = []
+        members: list[tuple[Any, ...]] = []
+        reports: list[tuple[Any, ...]] = []
         pairs: set[tuple[str, str]] = set()
         for rkey, f in facts:
             if f is None:
@@ -410,6 +413,10 @@ class Store:
                 patients.append((rkey, *f.patient))
             coverages.extend((rkey, *row) for row in f.coverages)
             orgs.extend((rkey, *ident) for ident in f.org_idents)
+            providers.extend((rkey, *row) for row in f.providers)
+            members.extend((rkey, *row) for row in f.group_members)
+            if f.report is not None:
+                reports.append((rkey, *f.report))
             if f.event is not None:
                 events.append((rkey, *f.event))
                 source = f.event[0]
@@ -427,6 +434,9 @@ class Store:
         self._bulk(conn, "f_event", _cols("f_event"), events)
         self._bulk(conn, "f_line", _cols("f_line"), lines)
         self._bulk(conn, "f_ref", _cols("f_ref"), refs)
+        self._bulk(conn, "f_provider", _cols("f_provider"), providers)
+        self._bulk(conn, "f_group_member", _cols("f_group_member"), members)
+        self._bulk(conn, "f_report", _cols("f_report"), reports)
         self._bulk(
             conn,
             "f_code",
@@ -452,8 +462,8 @@ class Store:
         """Re-materialise every fact from the raw resources (after an extractor change)."""
         count = 0
         with self.write() as conn:
-            for table in ("f_patient", "f_coverage", "f_org_ident", "f_event", "f_line", "f_code", "f_ref"):
-                conn.execute(text(f"DELETE FROM {table}"))
+            for table in FACT_TABLES:
+                conn.execute(text(f"DELETE FROM {table.name}"))
             result = conn.execute(
                 text(
                     "SELECT r.rkey, r.source, b.body FROM resources r JOIN resource_bodies b ON b.rkey = r.rkey "

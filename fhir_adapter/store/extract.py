@@ -22,13 +22,17 @@ from fhir_adapter.fhir.dates import DayRange, parse_day_range, ymd
 from fhir_adapter.fhir.references import parse_reference
 
 #: Bump whenever the facts produced for the same resource change.
-EXTRACTOR_VERSION = 1
+EXTRACTOR_VERSION = 2
 
 CLAIMS_TYPES = frozenset({"ExplanationOfBenefit", "Claim"})
 CLINICAL_TYPES = frozenset({"Encounter", "Procedure", "Condition", "ServiceRequest"})
 FACT_TYPES = CLAIMS_TYPES | CLINICAL_TYPES | {"Patient", "Coverage", "Organization"}
 
 US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
+#: The project's Patient extensions for REALD values from eligibility extracts
+#: (``<REALD>race-ethnicity``, ``<REALD>language``, ``<REALD>disability``; value[x] a string,
+#: Coding or CodeableConcept). UNVERIFIED: OHA publishes no FHIR profile for REALD.
+REALD = "https://github.com/fhir-adapter/oregon-se/fhir/StructureDefinition/reald-"
 C4BB_DISCRIMINATOR = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBAdjudicationDiscriminator"
 C4BB_PAYER_STATUS = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBPayerAdjudicationStatus"
 #: Diagnosis rank stored in ``f_code.seq``: principal/primary, or any other position.
@@ -51,6 +55,12 @@ class Facts:
     codes: list[tuple[int, str, int | None, str, str]] = field(default_factory=list)
     #: (field, target type, target id, seq, claim line or 0)
     refs: list[tuple[str, str, str, int | None, int]] = field(default_factory=list)
+    #: f_provider columns after ``rkey``
+    providers: list[tuple[Any, ...]] = field(default_factory=list)
+    #: f_group_member columns after ``rkey``
+    group_members: list[tuple[Any, ...]] = field(default_factory=list)
+    #: f_report columns after ``rkey``
+    report: tuple[Any, ...] | None = None
 
 
 def _codings(concept: Any) -> Iterator[tuple[str, str]]:
@@ -204,10 +214,29 @@ def _patient(r: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -
             _omb_text(_ext(r, US_CORE + "us-core-race")),
             _omb_text(_ext(r, US_CORE + "us-core-ethnicity")),
             language[:32] if language else None,
-            None,
+            _ext_text(_ext(r, REALD + "disability")),
             county,
+            _ext_text(_ext(r, REALD + "race-ethnicity")),
+            _ext_text(_ext(r, REALD + "language")),
         )
     )
+
+
+def _ext_text(ext: dict[str, Any] | None) -> str | None:
+    """The value of a simple extension as text: a string, a Coding's display or code, or a
+    CodeableConcept's text or first coding."""
+    if ext is None:
+        return None
+    value: Any = ext.get("valueString")
+    if value is None and isinstance(ext.get("valueCode"), str):
+        value = ext["valueCode"]
+    coding = ext.get("valueCoding")
+    if value is None and isinstance(coding, dict):
+        value = coding.get("display") or coding.get("code")
+    concept = ext.get("valueCodeableConcept")
+    if value is None and isinstance(concept, dict):
+        value = concept.get("text") or _first_code(concept)
+    return value.strip()[:128] or None if isinstance(value, str) else None
 
 
 def _coverage(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 #: Bump when the schema changes incompatibly; the store refuses to open a different one.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 #: On SQLite an ``INTEGER PRIMARY KEY`` is the rowid itself (no second index); BIGINT elsewhere.
@@ -99,6 +99,10 @@ f_patient = Table(
     Column("language", Text, nullable=True),
     Column("disability", Text, nullable=True),
     Column("county", Text, nullable=True),
+    #: REALD (Oregon's race, ethnicity, language and disability standard) from eligibility
+    #: extracts; preferred over the EHR-reported ``race``/``ethnicity``/``language`` above.
+    Column("reald_race_ethnicity", Text, nullable=True),
+    Column("reald_language", Text, nullable=True),
 )
 Index("ix_f_patient_member", f_patient.c.member_id)
 Index("ix_f_patient_src", f_patient.c.source, f_patient.c.pid)
@@ -203,6 +207,110 @@ f_ref = Table(
 Index("ix_f_ref", f_ref.c.rkey)
 Index("ix_f_ref_target", f_ref.c.source, f_ref.c.ttype, f_ref.c.tid)
 
+#: Providers from a roster (CSV converted to FHIR) or FHIR Practitioner, PractitionerRole and
+#: Organization: one row per resource version (a PractitionerRole links practitioner and
+#: organisation).
+f_provider = Table(
+    "f_provider",
+    metadata,
+    Column("rkey", BigInteger, nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("rtype", String(64), nullable=False),
+    Column("rid", String(64), nullable=False),
+    Column("npi", String(16), nullable=True),
+    Column("taxonomy", String(16), nullable=True),
+    Column("name", Text, nullable=True),
+    #: PractitionerRole: the practitioner and organisation it links (resource ids, same source)
+    Column("practitioner_rid", String(64), nullable=True),
+    Column("org_rid", String(64), nullable=True),
+    Column("clinic", Text, nullable=True),
+    Column("county", Text, nullable=True),
+    #: 1 in the CCO's network, 0 not, NULL unknown
+    Column("in_network", SmallInteger, nullable=True),
+    Column("cco", Text, nullable=True),
+)
+Index("ix_f_provider_npi", f_provider.c.npi)
+Index("ix_f_provider_rkey", f_provider.c.rkey)
+
+#: Members of a Group (Da Vinci ATR member attribution, or a CCO assignment file converted to
+#: one): which clinic / PCP a child is assigned to, for which CCO, over which days.
+f_group_member = Table(
+    "f_group_member",
+    metadata,
+    Column("rkey", BigInteger, nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("group_rid", String(64), nullable=False),
+    #: Patient id (same source) when the member is a reference, else NULL
+    Column("pid", String(64), nullable=True),
+    #: Medicaid member id when the member is given by identifier (or known from the file)
+    Column("member_id", Text, nullable=True),
+    Column("cco", Text, nullable=True),
+    Column("clinic", Text, nullable=True),
+    Column("clinic_org_rid", String(64), nullable=True),
+    Column("pcp_npi", String(16), nullable=True),
+    Column("pcp_rid", String(64), nullable=True),
+    Column("start_day", Integer, nullable=True),
+    Column("end_day", Integer, nullable=True),
+)
+Index("ix_f_group_member_pid", f_group_member.c.source, f_group_member.c.pid)
+Index("ix_f_group_member_mid", f_group_member.c.member_id)
+Index("ix_f_group_member_rkey", f_group_member.c.rkey)
+
+#: Stored MeasureReports, searchable by ``measure``, ``period``, ``reporter``, ``subject``,
+#: ``status`` (DESIGN.md §2 reads).
+f_report = Table(
+    "f_report",
+    metadata,
+    Column("rkey", _RKEY, primary_key=True),
+    Column("source", String(128), nullable=False),
+    Column("rid", String(64), nullable=False),
+    Column("measure", Text, nullable=True),
+    Column("type", String(32), nullable=True),
+    Column("status", String(32), nullable=True),
+    Column("period_start", Integer, nullable=True),
+    Column("period_end", Integer, nullable=True),
+    Column("reporter", Text, nullable=True),
+    Column("subject", Text, nullable=True),
+)
+Index("ix_f_report_measure", f_report.c.measure)
+Index("ix_f_report_subject", f_report.c.subject)
+
+#: Per source: what kind of feed it is, the claims paid-through date (claims data after it may
+#: still arrive: "data lag") and when it last delivered data.
+source_status = Table(
+    "source_status",
+    metadata,
+    Column("source", String(128), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("paid_through_day", Integer, nullable=True),
+    Column("last_loaded_at", BigInteger, nullable=True),
+    Column("last_data_day", Integer, nullable=True),
+    Column("note", Text, nullable=True),
+)
+
+#: Asynchronous jobs (``Prefer: respond-async`` evaluations, large ingests, exports), persisted
+#: so a restarted server still answers for them.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    #: queued, running, completed, failed, cancelled
+    Column("status", String(16), nullable=False),
+    #: the request as JSON (operation, parameters, base URL), so a failed job can be re-run
+    Column("request", Text, nullable=False),
+    Column("owner", String(128), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("progress", Text, nullable=True),
+    Column("result_type", String(64), nullable=True),
+    Column("result", LargeBinary, nullable=True),
+    Column("error", Text, nullable=True),
+    #: worker that runs it (host:pid); a running job whose worker is gone is failed on start-up
+    Column("worker", String(128), nullable=True),
+)
+Index("ix_jobs_status", jobs.c.status)
+
 #: Ingest problems kept for the data-quality report.
 ingest_issues = Table(
     "ingest_issues",
@@ -215,4 +323,4 @@ ingest_issues = Table(
     Column("message", Text, nullable=False),
 )
 
-FACT_TABLES = (f_patient, f_coverage, f_org_ident, f_event, f_line, f_code, f_ref)
+FACT_TABLES = (f_patient, f_coverage, f_org_ident, f_event, f_line, f_code, f_ref, f_provider, f_group_member, f_report)

@@ -1,21 +1,14 @@
-"""The command line: parse, call the library, print. Data to stdout, logs and progress to stderr.
-
-Exit codes (DESIGN.md §2): 0 ok, 1 runtime failure, 2 usage, 3 invalid data or mappings.
-"""
+"""Load, evaluate, list gaps, synthesise, demo."""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-import orjson
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,69 +18,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from fhir_adapter.errors import AdapterError, UsageError
+from fhir_adapter.cli.common import database_option, err, main, parse_date, settings_for, write_json
+from fhir_adapter.errors import UsageError
 from fhir_adapter.fhir.dates import parse_instant
-from fhir_adapter.settings import DEFAULT_DATABASE_URL, Settings
-
-F = TypeVar("F", bound=Callable[..., Any])
-err = Console(stderr=True)
-
-
-def _settings(database: str | None) -> Settings:
-    overrides: dict[str, Any] = {}
-    if database:
-        overrides["database_url"] = database
-    try:
-        return Settings(**overrides)
-    except ValueError as exc:
-        raise UsageError(f"invalid settings: {exc}") from exc
-
-
-def database_option(func: F) -> F:
-    return click.option(
-        "--database",
-        envvar="FHIR_ADAPTER_DATABASE_URL",
-        default=None,
-        help=f"Store URL (default {DEFAULT_DATABASE_URL}; env FHIR_ADAPTER_DATABASE_URL).",
-    )(func)
-
-
-def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _write_json(data: Any, out: Path | None) -> None:
-    payload = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
-    if out is None:
-        sys.stdout.buffer.write(payload)
-        sys.stdout.flush()
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(payload)
-    tmp.replace(out)  # never a half-written report
-
-
-class AdapterGroup(click.Group):
-    """Turns every :class:`AdapterError` into one message on stderr and its exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except AdapterError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
-
-
-@click.group(cls=AdapterGroup)
-@click.version_option(package_name="fhir-adapter")
-def main() -> None:
-    """Oregon's social-emotional health metric from FHIR R4 data, as DEQM MeasureReports."""
+from fhir_adapter.settings import DEFAULT_DATABASE_URL
 
 
 @main.command()
@@ -102,7 +36,7 @@ def ingest(paths: tuple[Path, ...], source: str, database: str | None, quiet: bo
     from fhir_adapter import workflow
     from fhir_adapter.ingest.runner import total_bytes
 
-    settings = _settings(database)
+    settings = settings_for(database)
     store = workflow.open_store(settings)
     started = time.perf_counter()
     try:
@@ -134,8 +68,10 @@ def ingest(paths: tuple[Path, ...], source: str, database: str | None, quiet: bo
 
 @main.command(name="evaluate")
 @click.option("--measure", required=True, help="Measure id, e.g. oregon-se-issue-focused.")
-@click.option("--period-start", required=True, callback=_date, help="First day of the period (YYYY-MM-DD).")
-@click.option("--period-end", required=True, callback=_date, help="Last day of the period, included.")
+@click.option(
+    "--period-start", required=True, callback=parse_date, help="First day of the period (YYYY-MM-DD)."
+)
+@click.option("--period-end", required=True, callback=parse_date, help="Last day of the period, included.")
 @click.option(
     "--report-type",
     type=click.Choice(["summary", "subject-list", "individual"]),
@@ -158,7 +94,7 @@ def evaluate_cmd(
     from fhir_adapter import workflow
     from fhir_adapter.mappings import load_mappings
 
-    settings = _settings(database)
+    settings = settings_for(database)
     if report_type == "individual" and subject is None:
         err.print("note: no --subject: writing a Bundle of individual reports", highlight=False)
     as_of_time = None
@@ -180,13 +116,13 @@ def evaluate_cmd(
     finally:
         store.close()
     ctx = workflow.report_context(settings, ev.spec.hash)
-    _write_json(workflow.build_report(ev, ctx, report_type), out)  # type: ignore[arg-type]
+    write_json(workflow.build_report(ev, ctx, report_type), out)  # type: ignore[arg-type]
 
 
 @main.command()
 @click.option("--measure", required=True)
-@click.option("--period-start", required=True, callback=_date)
-@click.option("--period-end", required=True, callback=_date)
+@click.option("--period-start", required=True, callback=parse_date)
+@click.option("--period-end", required=True, callback=parse_date)
 @click.option("--cco", default=None, help="Only this CCO's children.")
 @click.option("--group", "group_id", default=None, help="Group id (default: the measure's first group).")
 @click.option("--sources", type=click.Choice(["claims", "all"]), default="all", show_default=True)
@@ -200,7 +136,7 @@ def gaps(
     """Gap list: denominator children without a qualifying service."""
     from fhir_adapter import workflow
 
-    settings = _settings(database)
+    settings = settings_for(database)
     store = workflow.open_store(settings)
     try:
         request = workflow.EvaluationRequest(measure, period_start, period_end, sources)  # type: ignore[arg-type]
@@ -209,31 +145,13 @@ def gaps(
         store.close()
     rows = workflow.gap_rows(ev, cco=cco, group=group_id)
     if fmt == "json":
-        _write_json(rows, out)
+        write_json(rows, out)
         return
     data = workflow.gaps_csv(rows)
     if out is None:
         sys.stdout.buffer.write(data)
     else:
         out.write_bytes(data)
-
-
-@main.group()
-def mappings() -> None:
-    """Inspect and check mappings/ (measures, value sets, shared tables)."""
-
-
-@mappings.command("check")
-@click.option(
-    "--dir", "folder", type=click.Path(path_type=Path), default=None, help="Mappings folder to check."
-)
-def mappings_check(folder: Path | None) -> None:
-    """Load every measure and table strictly; errors name file:line."""
-    from fhir_adapter.mappings import check_mappings
-
-    root = folder or _settings(None).mappings_dir
-    for line in check_mappings(root):
-        click.echo(line)
 
 
 @main.command()
@@ -265,30 +183,8 @@ def demo(patients: int, seed: int, out: Path, database: str | None) -> None:
     production database by accident)."""
     from fhir_adapter.demo import run_demo
 
-    settings = _settings(database or DEFAULT_DATABASE_URL)
+    settings = settings_for(database or DEFAULT_DATABASE_URL)
     console = Console()
     if not console.is_terminal:  # a pipe or a log: keep the table readable
         console = Console(width=120)
     run_demo(settings, out, patients=patients, seed=seed, console=console, progress=err)
-
-
-@main.group()
-def conformance() -> None:
-    """The FHIR conformance resources generated from mappings/."""
-
-
-@conformance.command("build")
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Folder (default: the conformance dir)."
-)
-def conformance_build(out: Path | None) -> None:
-    """Regenerate Measure, Library, ValueSets and CapabilityStatement from mappings/."""
-    from fhir_adapter.mappings import load_mappings
-    from fhir_adapter.report.conformance import write_conformance
-
-    settings = _settings(None)
-    folder = out or settings.conformance_dir
-    written = write_conformance(load_mappings(settings.mappings_dir), folder, settings.canonical_base)
-    for path in written:
-        click.echo(str(path))
-    err.print(f"{len(written)} files written to {folder}", highlight=False)
