@@ -1,0 +1,233 @@
+"""Flat extracts (CSV or fixed-width) read through a column map kept as data.
+
+Eligibility, claims, provider, assignment and OHA member-level files differ per site and per
+year, so the file's column names (or fixed-width positions), value codes and date formats are
+configuration, not code: a TOML file such as ``mappings/extracts/enrollment.toml``::
+
+    format = "csv"                        # or "fixed-width"
+    delimiter = ","                       # csv only
+    date_formats = ["%Y-%m-%d", "%m/%d/%Y", "%Y%m%d"]
+
+    [columns]                             # our field = the file's header (csv)
+    member_id = "MEMBER_ID"
+
+    [positions]                           # fixed-width only: field = [first column (1-based), width]
+    member_id = [1, 12]
+
+    [values.sex]                          # optional: file value = our value (exact, then upper-case)
+    M = "male"
+
+Every problem names ``file:line`` (the TOML file for a bad map, the extract for a bad row).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from fhir_adapter.errors import InvalidDataError, MappingsError
+
+DEFAULT_DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%Y%m%d")
+_MAP_KEYS = {"format", "delimiter", "encoding", "date_formats", "columns", "positions", "values", "options"}
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """How to read one kind of extract; ``fields`` are our names, each required or optional."""
+
+    path: Path
+    format: Literal["csv", "fixed-width"]
+    columns: dict[str, str]
+    positions: dict[str, tuple[int, int]]
+    values: dict[str, dict[str, str]]
+    date_formats: tuple[str, ...] = DEFAULT_DATE_FORMATS
+    delimiter: str = ","
+    encoding: str = "utf-8-sig"
+    #: free-form settings of the extract kind (e.g. which benefit packages count), as given
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(self.columns if self.format == "csv" else self.positions)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One data row: ``location`` is ``file:line``; ``values`` hold stripped text ('' when empty)."""
+
+    location: str
+    values: dict[str, str]
+
+    def get(self, name: str) -> str:
+        return self.values.get(name, "")
+
+    def error(self, message: str, name: str | None = None) -> InvalidDataError:
+        where = f" (column {name})" if name else ""
+        return InvalidDataError(f"{message}{where}", location=self.location)
+
+
+def load_column_map(path: Path, *, required: Mapping[str, bool]) -> ColumnMap:
+    """Load and check a column map; ``required`` lists every field this extract kind knows
+    (``True`` when the file must carry it). Unknown keys and fields are errors."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MappingsError("column map not found", location=f"{path}:1") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MappingsError(f"cannot read column map: {exc}", location=f"{path}:1") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MappingsError(f"not TOML: {exc}", location=f"{path}:{getattr(exc, 'lineno', 1)}") from None
+    where = f"{path}:1"
+    unknown = set(raw) - _MAP_KEYS
+    if unknown:
+        raise MappingsError(f"unknown keys {sorted(unknown)}; allowed: {sorted(_MAP_KEYS)}", location=where)
+    fmt = raw.get("format", "csv")
+    if fmt not in ("csv", "fixed-width"):
+        raise MappingsError(f"format must be 'csv' or 'fixed-width', not {fmt!r}", location=where)
+    columns = raw.get("columns", {})
+    positions_raw = raw.get("positions", {})
+    if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+        raise MappingsError("[columns] must map field names to header texts", location=where)
+    positions: dict[str, tuple[int, int]] = {}
+    if not isinstance(positions_raw, dict):
+        raise MappingsError("[positions] must map field names to [start, width]", location=where)
+    for name, pos in positions_raw.items():
+        if not (isinstance(pos, list) and len(pos) == 2 and all(isinstance(p, int) and p > 0 for p in pos)):
+            raise MappingsError(f"[positions] {name} must be [start (1-based), width]", location=where)
+        positions[name] = (pos[0], pos[1])
+    given = set(columns if fmt == "csv" else positions)
+    unknown_fields = given - set(required)
+    if unknown_fields:
+        raise MappingsError(
+            f"unknown fields {sorted(unknown_fields)}; this extract knows {sorted(required)}", location=where
+        )
+    missing = {name for name, needed in required.items() if needed} - given
+    if missing:
+        table = "columns" if fmt == "csv" else "positions"
+        raise MappingsError(f"[{table}] lacks required fields {sorted(missing)}", location=where)
+    values = raw.get("values", {})
+    if not isinstance(values, dict) or not all(
+        isinstance(m, dict) and all(isinstance(v, str) for v in m.values()) for m in values.values()
+    ):
+        raise MappingsError("[values.<field>] must map file values to texts", location=where)
+    formats = raw.get("date_formats", list(DEFAULT_DATE_FORMATS))
+    if not isinstance(formats, list) or not formats or not all(isinstance(f, str) for f in formats):
+        raise MappingsError("date_formats must be a non-empty list of strptime formats", location=where)
+    delimiter = raw.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise MappingsError("delimiter must be one character", location=where)
+    options = raw.get("options", {})
+    if not isinstance(options, dict):
+        raise MappingsError("[options] must be a table", location=where)
+    return ColumnMap(
+        path=path,
+        format=fmt,
+        columns=dict(columns),
+        positions=positions,
+        values={k: dict(v) for k, v in values.items()},
+        date_formats=tuple(formats),
+        delimiter=delimiter,
+        encoding=str(raw.get("encoding", "utf-8-sig")),
+        options=dict(options),
+    )
+
+
+def _open_text(path: Path, encoding: str) -> IO[str]:
+    try:
+        raw: IO[bytes] = path.open("rb")
+    except OSError as exc:
+        raise InvalidDataError(f"cannot read: {exc.strerror or exc}", location=f"{path}:1") from None
+    if path.name.endswith(".gz"):
+        raw = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+    return io.TextIOWrapper(raw, encoding=encoding, newline="")
+
+
+def read_rows(path: Path, cmap: ColumnMap) -> Iterator[Row]:
+    """The data rows of ``path``; blank lines are skipped. A missing header column, a short
+    fixed-width line or undecodable text raises :class:`InvalidDataError` at ``file:line``."""
+    with _open_text(path, cmap.encoding) as handle:
+        try:
+            if cmap.format == "csv":
+                yield from _csv_rows(path, handle, cmap)
+            else:
+                yield from _fixed_rows(path, handle, cmap)
+        except UnicodeDecodeError as exc:
+            raise InvalidDataError(f"not {cmap.encoding} text: {exc.reason}", location=f"{path}") from None
+
+
+def _csv_rows(path: Path, handle: IO[str], cmap: ColumnMap) -> Iterator[Row]:
+    reader = csv.reader(handle, delimiter=cmap.delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise InvalidDataError("empty file: no header row", location=f"{path}:1")
+        index = {name.strip(): i for i, name in enumerate(header)}
+        missing = [f"{field} ({col!r})" for field, col in cmap.columns.items() if col not in index]
+        if missing:
+            raise InvalidDataError(
+                f"header lacks columns {', '.join(missing)} (column map {cmap.path.name})",
+                location=f"{path}:1",
+            )
+        wanted = [(field, index[col]) for field, col in cmap.columns.items()]
+        for record in reader:
+            line = reader.line_num
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            if len(record) != len(header):
+                raise InvalidDataError(
+                    f"expected {len(header)} fields, got {len(record)}", location=f"{path}:{line}"
+                )
+            yield Row(f"{path}:{line}", {name: record[i].strip() for name, i in wanted})
+    except csv.Error as exc:
+        raise InvalidDataError(f"malformed CSV: {exc}", location=f"{path}:{reader.line_num}") from None
+
+
+def _fixed_rows(path: Path, handle: IO[str], cmap: ColumnMap) -> Iterator[Row]:
+    needed = max(start + width - 1 for start, width in cmap.positions.values())
+    for line, raw in enumerate(handle, start=1):
+        stripped = raw.rstrip("\r\n")
+        if not stripped.strip():
+            continue
+        # trailing blanks are often trimmed by the tools that pass these files around
+        text = stripped.ljust(needed)
+        yield Row(
+            f"{path}:{line}",
+            {
+                name: text[start - 1 : start - 1 + width].strip()
+                for name, (start, width) in cmap.positions.items()
+            },
+        )
+
+
+def value(row: Row, cmap: ColumnMap, name: str) -> str:
+    """A field's text translated through ``[values.<name>]`` (exact match, then upper-case)."""
+    text = row.get(name)
+    table = cmap.values.get(name)
+    if not table or not text:
+        return text
+    if text in table:
+        return table[text]
+    return table.get(text.upper(), text)
+
+
+def parse_date(row: Row, cmap: ColumnMap, name: str, *, required: bool = False) -> date | None:
+    """A date field in one of the map's formats; empty gives ``None`` (or an error when
+    ``required``); anything else unparseable is an error at ``file:line``."""
+    text = row.get(name)
+    if not text:
+        if required:
+            raise row.error("missing date", name)
+        return None
+    for fmt in cmap.date_formats:
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise row.error(f"{text!r} is not a date in {', '.join(cmap.date_formats)}", name)
