@@ -62,6 +62,33 @@ class ConflictError(AdapterError):
     exit_code = 1
 
 
+class PreconditionFailedError(ConflictError):
+    """``If-Match`` names a version that is not current (HTTP 412)."""
+
+    http_status = 412
+
+
+class GoneError(NotFoundError):
+    """The resource existed and was deleted (HTTP 410)."""
+
+    http_status = 410
+    issue_type = "deleted"
+
+
+class PayloadTooLargeError(UsageError):
+    """A request body, bundle or NDJSON line beyond the configured limits (HTTP 413)."""
+
+    http_status = 413
+    issue_type = "too-costly"
+
+
+class UnsupportedMediaTypeError(UsageError):
+    """A body in a media type the endpoint does not take (HTTP 415)."""
+
+    http_status = 415
+    issue_type = "not-supported"
+
+
 class StoreError(AdapterError):
     """The database failed or is in an unexpected state."""
 
@@ -73,9 +100,13 @@ class StoreError(AdapterError):
 __all__ = [
     "AdapterError",
     "ConflictError",
+    "GoneError",
     "InvalidDataError",
     "MappingsError",
     "NotFoundError",
+    "PayloadTooLargeError",
+    "PreconditionFailedError",
     "StoreError",
+    "UnsupportedMediaTypeError",
     "UsageError",
 ]

@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     #: Processes for large file ingests: 2 lets one parse and extract while the other writes.
     ingest_workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, le=2)
 
+    # -- FHIR REST service ---------------------------------------------------------------
+    #: Source name of pushes while authorisation is off (with SMART on: the client's own source).
+    api_default_source: str = "rest"
+    #: Base URL clients use to reach ``/fhir`` (paging links, Content-Location); default: taken
+    #: from each request (set it behind a proxy that rewrites hosts).
+    public_base_url: str | None = None
+    #: Largest request body accepted (HTTP 413 beyond).
+    max_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    #: Most entries in one transaction or batch Bundle.
+    max_bundle_entries: int = Field(default=10_000, ge=1)
+    #: Search page size when ``_count`` is absent, and its cap.
+    search_count_default: int = Field(default=50, ge=1)
+    search_count_max: int = Field(default=1000, ge=1)
+    #: Threads per server process that run asynchronous jobs.
+    job_threads: int = Field(default=2, ge=1, le=32)
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

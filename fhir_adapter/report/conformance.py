@@ -685,7 +685,9 @@ def build_capability_statement(
     *,
     documentation: str | None = None,
     system_operations: Iterable[OperationRef] = (),
+    system_interactions: Iterable[str] = (),
     software_version: str | None = None,
+    formats: Sequence[str] = ("json",),
 ) -> Json:
     """A minimal R4 CapabilityStatement (kind ``capability``: what the software can do, not one
     installation; cpb-15 then requires ``software``).
@@ -718,6 +720,9 @@ def build_capability_statement(
         ),
         "resource": resources,
     }
+    interactions = [{"code": code} for code in system_interactions]
+    if interactions:
+        rest["interaction"] = interactions
     operations = [_operation(o) for o in system_operations]
     if operations:
         rest["operation"] = operations
@@ -738,7 +743,7 @@ def build_capability_statement(
         "kind": "capability",
         "software": software,
         "fhirVersion": FHIR_VERSION,
-        "format": ["json"],
+        "format": list(formats),
         "rest": [rest],
     }
 
