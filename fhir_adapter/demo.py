@@ -14,41 +14,14 @@ from rich.table import Table
 
 from fhir_adapter import workflow
 from fhir_adapter.mappings import load_mappings
+from fhir_adapter.report.dataquality import data_quality, source_quality
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.evaluate import Evaluation
+from fhir_adapter.store.runs import persist_run
 
 
 def _write(path: Path, data: Any) -> None:
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-
-
-def data_quality(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
-    """Per evaluation: children per reason code and group, children not evaluated, codings in
-    unknown systems (spec §4 "Data quality")."""
-    out: dict[str, Any] = {}
-    for name, ev in evaluations.items():
-        reasons: dict[str, dict[str, int]] = {}
-        for child in ev.children:
-            for g in child.groups:
-                bucket = reasons.setdefault(g.group, {})
-                bucket[g.reason] = bucket.get(g.reason, 0) + 1
-        out[name] = {
-            "children": len(ev.children),
-            "not-evaluated": {
-                "no-birth-date": sum(1 for ch in ev.children if ch.ip_reason == "no-birth-date"),
-                "ambiguous-birth-date": sum(
-                    1 for ch in ev.children if ch.ip_reason == "ambiguous-birth-date"
-                ),
-            },
-            "unlinked-children": sum(1 for ch in ev.children if ch.member_id is None),
-            "two-ccos-on-anchor-day": sum(1 for ch in ev.children if ch.anchor_ccos > 1),
-            "conflicting-birth-dates": sum(1 for ch in ev.children if ch.birth_conflict),
-            "reasons": {group: dict(sorted(counts.items())) for group, counts in reasons.items()},
-            "unknown-code-systems": [{"system": s, "services": n} for s, n in ev.unknown_systems],
-            "services-with-ambiguous-partial-dates": ev.ambiguous_service_dates,
-            "claims-with-undated-lines": ev.undated_claim_lines,
-        }
-    return out
 
 
 def _rate(num: int, den: int) -> str:
@@ -112,6 +85,9 @@ def run_demo(
             evidence=False, mappings=mappings,
         )  # fmt: skip
         timings["evaluate"] = time.perf_counter() - started
+        # Persisted, so the dashboard and the SQL views (v_child_results) have results to show.
+        runs = [persist_run(store, ev, now_us=ev.as_of) for ev in (issue["all"], issue["claims"], reach)]
+        sources = source_quality(store, issue["all"].as_of, mappings)
     finally:
         store.close()
 
@@ -128,7 +104,8 @@ def run_demo(
         written.append(out / name)
     (out / f"issue-focused-{year}-gaps.csv").write_bytes(workflow.gaps_csv(workflow.gap_rows(issue["all"])))
     written.append(out / f"issue-focused-{year}-gaps.csv")
-    _write(out / "data-quality.json", data_quality({"issue-focused-all": issue["all"], "reach": reach}))
+    quality = data_quality({"issue-focused-all": issue["all"], "reach": reach}, sources)
+    _write(out / "data-quality.json", quality)
     written.append(out / "data-quality.json")
     timings["reports"] = time.perf_counter() - started
 
@@ -163,4 +140,4 @@ def run_demo(
         "not OHA's official specification.",
         highlight=False,
     )
-    return {"written": [str(p) for p in written], "timings": timings, "synth": summary}
+    return {"written": [str(p) for p in written], "timings": timings, "synth": summary, "runs": runs}

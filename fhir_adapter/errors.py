@@ -89,6 +89,60 @@ class UnsupportedMediaTypeError(UsageError):
     issue_type = "not-supported"
 
 
+class AuthenticationError(AdapterError):
+    """Missing, invalid or expired credentials (HTTP 401). ``headers`` carries the
+    ``WWW-Authenticate`` challenge (RFC 6750 §3)."""
+
+    http_status = 401
+    issue_type = "login"
+    exit_code = 2
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.headers = headers or {}
+
+
+class ForbiddenError(AdapterError):
+    """Authenticated, but the granted scopes do not allow this interaction (HTTP 403)."""
+
+    http_status = 403
+    issue_type = "forbidden"
+    exit_code = 2
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.headers = headers or {}
+
+
+class OAuthError(AdapterError):
+    """A token-endpoint error (RFC 6749 §5.2). ``error`` is the OAuth code (``invalid_request``,
+    ``invalid_client``, ``invalid_grant``, ``unsupported_grant_type``, ``invalid_scope``); the token
+    endpoint answers it as OAuth JSON, not as an OperationOutcome. HTTP 401 for
+    ``invalid_client``, else 400."""
+
+    issue_type = "security"
+    exit_code = 2
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.http_status = 401 if error == "invalid_client" else 400
+
+
+class RemoteError(AdapterError):
+    """A remote FHIR, Bulk Data or authorisation server failed or refused a request the adapter
+    made as a client (``pull``): an error status after the allowed retries, a malformed answer,
+    or a token endpoint's OAuth error. ``status`` is the HTTP status when there was one."""
+
+    http_status = 502
+    issue_type = "exception"
+    exit_code = 1
+
+    def __init__(self, message: str, *, status: int | None = None, location: str | None = None) -> None:
+        super().__init__(message, location=location)
+        self.status = status
+
+
 class StoreError(AdapterError):
     """The database failed or is in an unexpected state."""
 
@@ -99,13 +153,17 @@ class StoreError(AdapterError):
 
 __all__ = [
     "AdapterError",
+    "AuthenticationError",
     "ConflictError",
+    "ForbiddenError",
     "GoneError",
     "InvalidDataError",
     "MappingsError",
     "NotFoundError",
+    "OAuthError",
     "PayloadTooLargeError",
     "PreconditionFailedError",
+    "RemoteError",
     "StoreError",
     "UnsupportedMediaTypeError",
     "UsageError",

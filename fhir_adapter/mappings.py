@@ -789,6 +789,30 @@ def check_mappings(root: Path) -> list[str]:
         for vs in spec.valuesets.values():
             statuses = _count(r.provenance.status for r in vs.rows) or "empty"
             lines.append(f"  {vs.name}: {len(vs.rows)} rows ({statuses})")
+    lines.extend(_check_extract_maps(root / "extracts"))
+    return lines
+
+
+def _check_extract_maps(folder: Path) -> list[str]:
+    """Load the eligibility and claims column maps (``extracts/enrollment*.toml``,
+    ``extracts/claims*.toml``) as their loaders would; other extract maps are their loaders' own."""
+    from fhir_adapter.ingest.claims import CLAIMS_FIELDS, ClaimsOptions
+    from fhir_adapter.ingest.columns import load_column_map
+    from fhir_adapter.ingest.enrollment import ENROLLMENT_FIELDS, EnrollmentOptions
+
+    kinds = (
+        ("enrollment", ENROLLMENT_FIELDS, EnrollmentOptions.from_map),
+        ("claims", CLAIMS_FIELDS, ClaimsOptions.from_map),
+    )
+    lines = []
+    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else ():
+        for kind, fields, options in kinds:
+            if path.name.startswith(kind):
+                cmap = load_column_map(path, required=fields)
+                options(cmap)
+                lines.append(
+                    f"extracts/{path.name}: {kind} column map ({cmap.format}, {len(cmap.fields)} fields)"
+                )
     return lines
 
 

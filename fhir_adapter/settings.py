@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./fhir-adapter.db"
@@ -67,6 +67,47 @@ class Settings(BaseSettings):
     search_count_max: int = Field(default=1000, ge=1)
     #: Threads per server process that run asynchronous jobs.
     job_threads: int = Field(default=2, ge=1, le=32)
+    #: ``POST /fhir/$ingest`` bodies larger than this run as an asynchronous job even without
+    #: ``Prefer: respond-async`` (docs/what-to-send.md).
+    ingest_async_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    #: Folder where asynchronous ``$ingest`` bodies wait for their job (default: the system
+    #: temporary folder's ``fhir-adapter-spool``); a job reads its file in the process that
+    #: accepted it, or after a restart on the same host.
+    spool_dir: Path | None = None
+    #: Source name under which the service stores the MeasureReports (and subject Lists) it
+    #: produces, so they can be read and searched like any stored resource.
+    report_source: str = "adapter-reports"
+
+    # -- SMART Backend Services (fhir_adapter/auth) -----------------------------------------
+    #: Every request except discovery, ``/healthz``, ``/auth/token`` and the OpenAPI docs needs a
+    #: bearer token. ``False`` is for development only: every caller is an anonymous client with
+    #: all permissions (the app logs a warning).
+    auth_required: bool = True
+    #: HS256 key of the access tokens this server issues; unset: one is generated at first start
+    #: and kept in the store (``store_meta``), so every worker on the store shares it.
+    auth_token_secret: SecretStr | None = None
+    #: Access-token lifetime (SMART App Launch 2.2 Backend Services: ``expires_in`` ≤ 300).
+    auth_token_ttl_seconds: int = Field(default=300, ge=1, le=300)
+    #: Clock skew tolerated on client-assertion and access-token times.
+    auth_leeway_seconds: int = Field(default=30, ge=0, le=60)
+
+    # -- pull from FHIR servers (fhir-adapter pull; fhir_adapter/ingest/pull.py) ------------
+    #: Search page size asked for with ``_count``.
+    pull_page_size: int = Field(default=500, ge=1, le=10_000)
+    #: Bulk Data output files downloaded at the same time.
+    pull_max_parallel: int = Field(default=2, ge=1, le=16)
+    #: Longest wait between Bulk Data status polls and before a retry, whatever ``Retry-After``
+    #: asks for (Bulk Data 3.0 "Bulk Data Status Request": clients SHOULD use ``Retry-After``).
+    pull_max_wait_seconds: float = Field(default=60.0, gt=0)
+    #: Attempts per HTTP request on 429, 5xx and transport errors (exponential backoff).
+    pull_attempts: int = Field(default=5, ge=1, le=50)
+    #: HTTP timeout of one request (connect, read, write), seconds.
+    pull_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: An access token is renewed this long before it expires.
+    pull_token_margin_seconds: float = Field(default=60.0, ge=0)
+    #: The next incremental search pull asks for ``_lastUpdated`` after the last run's start
+    #: minus this much (clock skew between server and adapter; re-reading is harmless).
+    pull_since_overlap_seconds: float = Field(default=60.0, ge=0)
 
     @field_validator("timezone")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from fhir_adapter.report.measurereport import (
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.db import Store
 from fhir_adapter.store.evaluate import ChildResult, Evaluation, evaluate
+from fhir_adapter.store.providers import Assignment
 
 ReportType = Literal["summary", "subject-list", "individual"]
 
@@ -144,6 +146,7 @@ def build_report(ev: Evaluation, ctx: ReportContext, report_type: ReportType) ->
 
 GAP_COLUMNS = (
     "member_id", "patient", "patient_source", "cco", "age", "group", "reason", "reason_text",
+    "clinic", "clinic_npi", "pcp_npi", "pcp_name",
 )  # fmt: skip
 
 
@@ -156,9 +159,17 @@ def gaps_csv(rows: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue().encode("utf-8-sig")
 
 
-def gap_rows(ev: Evaluation, *, cco: str | None = None, group: str | None = None) -> list[dict[str, Any]]:
+def gap_rows(
+    ev: Evaluation,
+    *,
+    cco: str | None = None,
+    group: str | None = None,
+    assignments: Mapping[str, Assignment] | None = None,
+) -> list[dict[str, Any]]:
     """Denominator children (not excluded) without a qualifying service: care gaps are only
-    ever reported for children in the denominator (DESIGN.md §5)."""
+    ever reported for children in the denominator (DESIGN.md §5). ``assignments`` (by person
+    key, :func:`fhir_adapter.store.providers.assignments`) fill the assigned clinic and PCP
+    (spec §4 "Gap list"); unknown ones stay empty."""
     group_id = group or ev.spec.groups[0].id
     try:
         index = [g.id for g in ev.spec.groups].index(group_id)
@@ -171,11 +182,11 @@ def gap_rows(ev: Evaluation, *, cco: str | None = None, group: str | None = None
             continue
         if cco is not None and child.cco != cco:
             continue
-        rows.append(_gap_row(child, group_id, result.reason))
+        rows.append(_gap_row(child, group_id, result.reason, (assignments or {}).get(child.person)))
     return rows
 
 
-def _gap_row(child: ChildResult, group_id: str, reason: str) -> dict[str, Any]:
+def _gap_row(child: ChildResult, group_id: str, reason: str, assigned: Assignment | None) -> dict[str, Any]:
     return {
         "member_id": child.member_id,
         "patient": f"Patient/{child.subject_id}",
@@ -185,4 +196,8 @@ def _gap_row(child: ChildResult, group_id: str, reason: str) -> dict[str, Any]:
         "group": group_id,
         "reason": reason,
         "reason_text": REASON_TEXT.get(reason, ""),
+        "clinic": assigned.clinic if assigned else None,
+        "clinic_npi": assigned.clinic_npi if assigned else None,
+        "pcp_npi": assigned.pcp_npi if assigned else None,
+        "pcp_name": assigned.pcp_name if assigned else None,
     }

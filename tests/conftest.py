@@ -40,14 +40,25 @@ def mappings() -> Mappings:
 
 @pytest.fixture(scope="session")
 def pg_schemas() -> Iterator[list[str]]:
-    """Schemas made by this run; dropped at the end, so runs never see each other's data."""
+    """Schemas made by this run and not yet dropped by their test; dropped at the end, so runs
+    never see each other's data."""
     made: list[str] = []
     yield made
-    if made:
-        engine = create_engine(PG_URL)
-        with engine.begin() as conn:
-            for schema in made:
+    _drop_schemas(made)
+
+
+def _drop_schemas(schemas: list[str]) -> None:
+    """Drop each schema in its own transaction (one transaction over hundreds of schemas runs
+    out of PostgreSQL's lock table)."""
+    if not schemas:
+        return
+    engine = create_engine(PG_URL)
+    try:
+        for schema in list(schemas):
+            with engine.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            schemas.remove(schema)
+    finally:
         engine.dispose()
 
 
@@ -86,10 +97,18 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store_factory(engine_name: str, tmp_path: Path, pg_schemas: list[str]) -> Iterator[StoreFactory]:
+    before = len(pg_schemas)
     factory = make_store_factory(engine_name, tmp_path, pg_schemas)
     yield factory
     for store in factory.opened:  # type: ignore[attr-defined]
         store.close()
+    # Tests run one at a time per (xdist) process, so the schemas added since are this test's.
+    mine = pg_schemas[before:]
+    del pg_schemas[before:]
+    try:
+        _drop_schemas(mine)
+    finally:
+        pg_schemas.extend(mine)  # any left over are dropped at the end of the session
 
 
 @pytest.fixture

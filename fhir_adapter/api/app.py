@@ -14,12 +14,19 @@ from types import ModuleType
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from fhir_adapter.api import routes_jobs, routes_meta
+from fhir_adapter.api import (
+    routes_auth,
+    routes_ingest,
+    routes_jobs,
+    routes_measure,
+    routes_meta,
+    routes_resources,
+)
 from fhir_adapter.api.capabilities import Contribution, merge
-from fhir_adapter.api.deps import AppState
+from fhir_adapter.api.deps import AppState, get_caller
 from fhir_adapter.api.errors import install_error_handlers
 from fhir_adapter.api.jobs import JobManager
 from fhir_adapter.fhir.outcome import error_outcome
@@ -36,7 +43,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Router modules, each exporting ``router`` and ``CAPABILITIES`` (and optionally
 #: ``register_jobs(app)``, which registers its job kinds on ``app.state.jobs``).
-ROUTER_MODULES: list[ModuleType] = [routes_meta, routes_jobs]
+ROUTER_MODULES: list[ModuleType] = [
+    routes_meta,
+    routes_auth,
+    routes_jobs,
+    routes_ingest,
+    routes_measure,
+    routes_resources,
+]
 
 SERVICE_DOCUMENTATION = (
     "FHIR R4 service of fhir-adapter: EHR pushes (REST, transaction/batch Bundles, NDJSON), reads and "
@@ -206,10 +220,12 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, store: Store | Non
         system_interactions=contribution.system_interactions,
         software_version=version("fhir-adapter"),
         formats=("json", "application/fhir+json"),
+        security=routes_auth.capability_security(settings) if settings.auth_required else None,
     )
     install_error_handlers(app)
-    for module in ROUTER_MODULES:
-        app.include_router(module.router)
+    routes_auth.install(app, settings, the_store, clock)
+    for module in ROUTER_MODULES:  # authentication in one place: every route checks the caller
+        app.include_router(module.router, dependencies=[Depends(get_caller)])
     for module in ROUTER_MODULES:
         register_jobs = getattr(module, "register_jobs", None)
         if register_jobs is not None:

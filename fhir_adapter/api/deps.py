@@ -1,6 +1,13 @@
 """What routes get injected (full-stack-fastapi-template style ``Annotated`` aliases).
 
 The app factory puts one :class:`AppState` on ``app.state``; routes ask for the parts they need.
+
+Authentication happens in one place, :func:`get_caller`, which the app factory applies to every
+router: with ``auth_required`` every request outside :data:`PUBLIC_PATHS` needs a bearer token
+from ``/auth/token`` (SMART App Launch 2.2 Backend Services, § "Access FHIR API": the resource
+server SHALL validate the token, that it has not expired and that its scope covers the request).
+Routes that read or write data take ``caller: CallerDep`` and call :func:`require` with the
+resource type and SMART permission of each interaction.
 """
 
 from __future__ import annotations
@@ -11,22 +18,35 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from fhir_adapter.auth.scopes import PERMISSIONS, ScopeSet
+from fhir_adapter.auth.tokens import TokenService, challenge
+from fhir_adapter.errors import AuthenticationError, ForbiddenError
 from fhir_adapter.ingest.runner import Clock
 from fhir_adapter.mappings import load_mappings
 from fhir_adapter.measure.spec import Mappings
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.db import Store
 
+#: Route paths served without a token: discovery, liveness and the token endpoint (FastAPI's
+#: own ``/docs`` and ``/openapi.json`` are outside the routers and never checked).
+PUBLIC_PATHS = frozenset(
+    {"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/healthz", "/auth/token"}
+)
+_PERMISSION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
-@dataclass
+
+@dataclass(frozen=True)
 class Caller:
-    """Who is calling. Until SMART Backend Services authorisation is switched on, every caller
-    is the anonymous client whose pushes are stored under ``settings.api_default_source``."""
+    """Who is calling: a registered client (role ``ehr``, ``cco``, ``oha`` or ``admin``) with the
+    scopes its access token grants; with ``auth_required`` off, the anonymous ``dev`` caller
+    with every permission, whose pushes are stored under ``settings.api_default_source``."""
 
     client_id: str
+    #: Source name under which this caller's pushes are stored.
     source: str
     role: str = "anonymous"
     ccos: tuple[str, ...] = ()
+    scopes: ScopeSet = field(default_factory=ScopeSet)
 
 
 @dataclass
@@ -68,8 +88,45 @@ def get_mappings(request: Request) -> Mappings:
 
 
 def get_caller(request: Request) -> Caller:
+    """The authenticated caller; :class:`AuthenticationError` (401 with a ``WWW-Authenticate:
+    Bearer`` challenge) for a missing, invalid or expired token or a revoked client."""
     settings = get_state(request).settings
-    return Caller(client_id="anonymous", source=settings.api_default_source)
+    if not settings.auth_required:
+        return Caller("anonymous", settings.api_default_source, role="dev", scopes=ScopeSet.everything())
+    if getattr(request.scope.get("route"), "path", None) in PUBLIC_PATHS:
+        return Caller("anonymous", settings.api_default_source)
+    scheme, _, token = (request.headers.get("authorization") or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError(
+            "an access token is required: 'Authorization: Bearer <token>', from POST /auth/token "
+            "(SMART Backend Services)",
+            headers={"WWW-Authenticate": challenge()},
+        )
+    service: TokenService = request.app.state.auth
+    identity = service.verify_access_token(token.strip())
+    return Caller(
+        client_id=identity.client_id,
+        source=identity.source,
+        role=identity.role,
+        ccos=identity.ccos,
+        scopes=identity.scopes,
+    )
+
+
+def require(caller: Caller, resource_type: str, permission: str) -> None:
+    """HTTP 403 unless the caller's scopes allow ``permission`` (one of ``c r u d s``, SMART App
+    Launch 2.2 "Scopes and Launch Context") on ``resource_type``; RFC 6750 §3.1
+    ``insufficient_scope`` names the scope that would."""
+    if len(permission) != 1 or permission not in PERMISSIONS:
+        raise ValueError(f"permission must be one of {PERMISSIONS!r}, not {permission!r}")
+    if caller.scopes.allows(resource_type, permission):
+        return
+    needed = f"system/{resource_type}.{permission}"
+    raise ForbiddenError(
+        f"the access token's scopes ({caller.scopes.render() or 'none'}) do not allow "
+        f"{_PERMISSION_NAMES[permission]} of {resource_type}: that needs {needed}",
+        headers={"WWW-Authenticate": challenge("insufficient_scope", scope=needed)},
+    )
 
 
 StateDep = Annotated[AppState, Depends(get_state)]

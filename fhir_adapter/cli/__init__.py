@@ -3,7 +3,20 @@
 Commands live in one module per concern; importing them registers them on :data:`main`.
 """
 
-from fhir_adapter.cli import core, mappings, serve  # noqa: F401  (registers the commands)
+# Importing the modules registers their commands. Add yours as one line, sorted.
+from fhir_adapter.cli import (  # noqa: F401
+    clients,
+    core,
+    extracts,
+    mappings,
+    providers,
+    publish,
+    pull,
+    reconcile,
+    reports,
+    sandbox,
+    serve,
+)
 from fhir_adapter.cli.common import main
 
 __all__ = ["main"]

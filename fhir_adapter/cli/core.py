@@ -85,16 +85,19 @@ def ingest(paths: tuple[Path, ...], source: str, database: str | None, quiet: bo
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Write to this file instead of stdout."
 )
+@click.option("--persist", is_flag=True, help="Also store the per-child results as a run (eval_runs).")
 @database_option
 def evaluate_cmd(
     measure: str, period_start: date, period_end: date, report_type: str, subject: str | None, source: str | None,
-    sources: str, as_of: str | None, out: Path | None, database: str | None,
+    sources: str, as_of: str | None, out: Path | None, persist: bool, database: str | None,
 ) -> None:  # fmt: skip
     """Evaluate a measure and print a DEQM MeasureReport (JSON)."""
     from fhir_adapter import workflow
     from fhir_adapter.mappings import load_mappings
 
     settings = settings_for(database)
+    if persist and subject is not None:
+        raise UsageError("--persist stores a whole population's results; it cannot be used with --subject")
     if report_type == "individual" and subject is None:
         err.print("note: no --subject: writing a Bundle of individual reports", highlight=False)
     as_of_time = None
@@ -113,6 +116,13 @@ def evaluate_cmd(
         ev = workflow.run_evaluation(
             settings, store, request, evidence=report_type != "summary", mappings=mappings
         )
+        if persist:
+            from fhir_adapter.fhir.dates import to_micros
+            from fhir_adapter.ingest.runner import utc_now
+            from fhir_adapter.store.runs import persist_run
+
+            run_id = persist_run(store, ev, now_us=to_micros(utc_now()))
+            err.print(f"persisted as run {run_id}", highlight=False)
     finally:
         store.close()
     ctx = workflow.report_context(settings, ev.spec.hash)
@@ -133,17 +143,22 @@ def gaps(
     measure: str, period_start: date, period_end: date, cco: str | None, group_id: str | None, sources: str,
     fmt: str, out: Path | None, database: str | None,
 ) -> None:  # fmt: skip
-    """Gap list: denominator children without a qualifying service."""
+    """Gap list: denominator children without a qualifying service, with each child's assigned
+    clinic and PCP on the period's last day."""
     from fhir_adapter import workflow
+    from fhir_adapter.mappings import load_mappings
+    from fhir_adapter.store.providers import assignments
 
     settings = settings_for(database)
+    mappings = load_mappings(settings.mappings_dir)
     store = workflow.open_store(settings)
     try:
         request = workflow.EvaluationRequest(measure, period_start, period_end, sources)  # type: ignore[arg-type]
-        ev = workflow.run_evaluation(settings, store, request, evidence=False)
+        ev = workflow.run_evaluation(settings, store, request, evidence=False, mappings=mappings)
+        assigned = assignments(store, ev.as_of, period_end, ccos=mappings.ccos)
     finally:
         store.close()
-    rows = workflow.gap_rows(ev, cco=cco, group=group_id)
+    rows = workflow.gap_rows(ev, cco=cco, group=group_id, assignments=assigned)
     if fmt == "json":
         write_json(rows, out)
         return

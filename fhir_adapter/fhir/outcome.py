@@ -20,9 +20,15 @@ class Issue:
     code: str
     diagnostics: str
     expression: str | None = None
+    #: ``issue.details`` as one Coding ``(system, code)``: a stable, machine-readable reason
+    #: (for instance a data-quality check code), rendered as a CodeableConcept.
+    details: tuple[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        out: dict[str, Any] = {"severity": self.severity, "code": self.code}
+        if self.details:
+            out["details"] = {"coding": [{"system": self.details[0], "code": self.details[1]}]}
+        out["diagnostics"] = self.diagnostics
         if self.expression:
             out["expression"] = [self.expression]
         return out

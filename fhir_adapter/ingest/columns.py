@@ -18,10 +18,13 @@ configuration, not code: a TOML file such as ``mappings/extracts/enrollment.toml
     M = "male"
 
 Every problem names ``file:line`` (the TOML file for a bad map, the extract for a bad row).
+Given an ``errors`` list, :func:`read_rows` records malformed rows there and goes on, so a
+loader can report every bad row of a file at once.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -117,6 +120,12 @@ def load_column_map(path: Path, *, required: Mapping[str, bool]) -> ColumnMap:
         isinstance(m, dict) and all(isinstance(v, str) for v in m.values()) for m in values.values()
     ):
         raise MappingsError("[values.<field>] must map file values to texts", location=where)
+    unknown_values = set(values) - set(required)
+    if unknown_values:
+        raise MappingsError(
+            f"[values] names unknown fields {sorted(unknown_values)}; this extract knows {sorted(required)}",
+            location=where,
+        )
     formats = raw.get("date_formats", list(DEFAULT_DATE_FORMATS))
     if not isinstance(formats, list) or not formats or not all(isinstance(f, str) for f in formats):
         raise MappingsError("date_formats must be a non-empty list of strptime formats", location=where)
@@ -126,6 +135,11 @@ def load_column_map(path: Path, *, required: Mapping[str, bool]) -> ColumnMap:
     options = raw.get("options", {})
     if not isinstance(options, dict):
         raise MappingsError("[options] must be a table", location=where)
+    encoding = raw.get("encoding", "utf-8-sig")
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise MappingsError(f"unknown encoding {encoding!r}", location=where) from None
     return ColumnMap(
         path=path,
         format=fmt,
@@ -134,63 +148,83 @@ def load_column_map(path: Path, *, required: Mapping[str, bool]) -> ColumnMap:
         values={k: dict(v) for k, v in values.items()},
         date_formats=tuple(formats),
         delimiter=delimiter,
-        encoding=str(raw.get("encoding", "utf-8-sig")),
+        encoding=encoding,
         options=dict(options),
     )
 
 
 def _open_text(path: Path, encoding: str) -> IO[str]:
     try:
-        raw: IO[bytes] = path.open("rb")
+        # gzip.open owns the file it opens (GzipFile(fileobj=...) would leave it open).
+        raw: IO[bytes] = gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")  # type: ignore[assignment]  # noqa: SIM115
     except OSError as exc:
         raise InvalidDataError(f"cannot read: {exc.strerror or exc}", location=f"{path}:1") from None
-    if path.name.endswith(".gz"):
-        raw = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
     return io.TextIOWrapper(raw, encoding=encoding, newline="")
 
 
-def read_rows(path: Path, cmap: ColumnMap) -> Iterator[Row]:
-    """The data rows of ``path``; blank lines are skipped. A missing header column, a short
-    fixed-width line or undecodable text raises :class:`InvalidDataError` at ``file:line``."""
+def read_rows(path: Path, cmap: ColumnMap, errors: list[InvalidDataError] | None = None) -> Iterator[Row]:
+    """The data rows of ``path``; blank lines are skipped. A missing or ambiguous header column,
+    undecodable text or an unreadable file raises :class:`InvalidDataError` at ``file:line``.
+    A row with the wrong number of fields raises too, unless ``errors`` is given: then it is
+    recorded there and skipped. Fixed-width lines shorter than the map are padded with blanks
+    (tools often trim trailing blanks)."""
     with _open_text(path, cmap.encoding) as handle:
         try:
             if cmap.format == "csv":
-                yield from _csv_rows(path, handle, cmap)
+                yield from _csv_rows(path, handle, cmap, errors)
             else:
                 yield from _fixed_rows(path, handle, cmap)
         except UnicodeDecodeError as exc:
             raise InvalidDataError(f"not {cmap.encoding} text: {exc.reason}", location=f"{path}") from None
+        except (OSError, EOFError) as exc:  # a corrupt or truncated .gz
+            raise InvalidDataError(f"cannot read: {exc}", location=f"{path}") from None
 
 
-def _csv_rows(path: Path, handle: IO[str], cmap: ColumnMap) -> Iterator[Row]:
-    reader = csv.reader(handle, delimiter=cmap.delimiter)
+def _csv_rows(
+    path: Path, handle: IO[str], cmap: ColumnMap, errors: list[InvalidDataError] | None
+) -> Iterator[Row]:
+    reader = csv.reader(handle, delimiter=cmap.delimiter, strict=True)
     try:
         header = next(reader, None)
         if header is None:
             raise InvalidDataError("empty file: no header row", location=f"{path}:1")
-        index = {name.strip(): i for i, name in enumerate(header)}
+        names = [name.strip() for name in header]
+        index = {name: i for i, name in enumerate(names)}
         missing = [f"{field} ({col!r})" for field, col in cmap.columns.items() if col not in index]
         if missing:
             raise InvalidDataError(
                 f"header lacks columns {', '.join(missing)} (column map {cmap.path.name})",
                 location=f"{path}:1",
             )
+        twice = sorted({col for col in cmap.columns.values() if names.count(col) > 1})
+        if twice:
+            raise InvalidDataError(
+                f"header repeats columns {twice}: which one is meant?", location=f"{path}:1"
+            )
         wanted = [(field, index[col]) for field, col in cmap.columns.items()]
-        for record in reader:
-            line = reader.line_num
+        while True:
+            # A quoted field may span lines: a record is named by its first physical line.
+            line = reader.line_num + 1
+            record = next(reader, None)
+            if record is None:
+                break
             if not record or all(not cell.strip() for cell in record):
                 continue
             if len(record) != len(header):
-                raise InvalidDataError(
+                problem = InvalidDataError(
                     f"expected {len(header)} fields, got {len(record)}", location=f"{path}:{line}"
                 )
+                if errors is None:
+                    raise problem
+                errors.append(problem)
+                continue
             yield Row(f"{path}:{line}", {name: record[i].strip() for name, i in wanted})
     except csv.Error as exc:
         raise InvalidDataError(f"malformed CSV: {exc}", location=f"{path}:{reader.line_num}") from None
 
 
 def _fixed_rows(path: Path, handle: IO[str], cmap: ColumnMap) -> Iterator[Row]:
-    needed = max(start + width - 1 for start, width in cmap.positions.values())
+    needed = max((start + width - 1 for start, width in cmap.positions.values()), default=0)
     for line, raw in enumerate(handle, start=1):
         stripped = raw.rstrip("\r\n")
         if not stripped.strip():
@@ -231,3 +265,64 @@ def parse_date(row: Row, cmap: ColumnMap, name: str, *, required: bool = False) 
         except ValueError:
             continue
     raise row.error(f"{text!r} is not a date in {', '.join(cmap.date_formats)}", name)
+
+
+class RowFields:
+    """Reads the fields of one row and records every problem (not only the first), so a loader
+    can report all of a row's faults at ``file:line`` and then skip the row."""
+
+    def __init__(self, row: Row, cmap: ColumnMap) -> None:
+        self.row = row
+        self.cmap = cmap
+        self.errors: list[InvalidDataError] = []
+
+    def fail(self, message: str, name: str | None = None) -> None:
+        self.errors.append(self.row.error(message, name))
+
+    def text(self, name: str, *, required: str | None = None) -> str:
+        """The field's translated text; when empty and ``required`` names it, a problem
+        ``missing <required>``."""
+        text = value(self.row, self.cmap, name)
+        if not text and required:
+            self.fail(f"missing {required}", name)
+        return text
+
+    def date(self, name: str, *, required: bool = False) -> date | None:
+        try:
+            return parse_date(self.row, self.cmap, name, required=required)
+        except InvalidDataError as exc:
+            self.errors.append(exc)
+            return None
+
+
+def check_options(cmap: ColumnMap, allowed: Mapping[str, type | tuple[type, ...]]) -> None:
+    """``[options]`` may hold only the ``allowed`` keys, each of the given type."""
+    where = f"{cmap.path}:1"
+    unknown = set(cmap.options) - set(allowed)
+    if unknown:
+        raise MappingsError(
+            f"unknown [options] {sorted(unknown)}; allowed: {sorted(allowed)}", location=where
+        )
+    for key, kind in allowed.items():
+        if key in cmap.options and not isinstance(cmap.options[key], kind):
+            raise MappingsError(f"[options] {key} has the wrong type", location=where)
+
+
+#: At most this many bad rows are listed in one error.
+MAX_LISTED = 200
+
+
+def _line_number(location: str | None) -> int:
+    tail = (location or "").rpartition(":")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
+def rows_failed(path: Path, errors: list[InvalidDataError], *, limit: int = MAX_LISTED) -> InvalidDataError:
+    """One error listing the bad rows of ``path`` in line order as ``file:line: message`` (at
+    most ``limit`` of them), for loaders that write nothing unless every row is good."""
+    ordered = sorted(errors, key=lambda e: _line_number(e.location))
+    lines = [str(e) for e in ordered[:limit]]
+    if len(ordered) > limit:
+        lines.append(f"… and {len(ordered) - limit} more")
+    noun = "row" if len(ordered) == 1 else "rows"
+    return InvalidDataError(f"{len(ordered)} bad {noun} in {path}; nothing was written:\n" + "\n".join(lines))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -84,21 +84,27 @@ def _read_ndjson(path: Path, stream: IO[bytes], on_bytes: Callable[[int], None] 
     for number, line in enumerate(stream, start=1):
         if on_bytes:
             on_bytes(len(line))
-        if not line.strip():
-            continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield LineError(f"{path}:{number}", f"not JSON: {exc}")
-            continue
-        problem = check_resource(value)
-        if problem:
-            yield LineError(f"{path}:{number}", problem)
-            continue
-        if value["resourceType"] == "Bundle":
-            yield from _bundle_entries(f"{path}:{number}", value)
-            continue
-        yield ParsedResource(value["resourceType"], value["id"], value, raw=line.rstrip(b"\r\n"))
+        yield from parse_ndjson_line(line, f"{path}:{number}")
+
+
+def parse_ndjson_line(line: bytes, location: str) -> Iterator[Item]:
+    """The resource of one NDJSON line (nothing for a blank line; the entries of a Bundle line),
+    or a :class:`LineError` at ``location`` saying why it cannot be stored. Pure."""
+    if not line.strip():
+        return
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        yield LineError(location, f"not JSON: {exc}")
+        return
+    problem = check_resource(value)
+    if problem:
+        yield LineError(location, problem)
+        return
+    if value["resourceType"] == "Bundle":
+        yield from _bundle_entries(location, value)
+        return
+    yield ParsedResource(value["resourceType"], value["id"], value, raw=line.rstrip(b"\r\n"))
 
 
 def _read_json(path: Path, data: bytes) -> Iterator[Item]:
@@ -121,7 +127,10 @@ def _line_of(data: bytes, pos: int) -> int:
     return data.count(b"\n", 0, max(pos, 0)) + 1
 
 
-def _rewrite(value: Any, ids: dict[str, tuple[str, str]]) -> Any:
+def rewrite_references(value: Any, ids: Mapping[str, tuple[str, str]]) -> Any:
+    """A copy of ``value`` whose ``Reference.reference`` strings naming a Bundle entry's
+    ``fullUrl`` (a key of ``ids``) become ``Type/id`` (FHIR R4 bundle.html#references
+    "Resolving references in Bundles"; http.html#transaction processing rules). Pure."""
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
@@ -129,10 +138,10 @@ def _rewrite(value: Any, ids: dict[str, tuple[str, str]]) -> Any:
                 rtype, rid = ids[item]
                 out[key] = f"{rtype}/{rid}"
             else:
-                out[key] = _rewrite(item, ids)
+                out[key] = rewrite_references(item, ids)
         return out
     if isinstance(value, list):
-        return [_rewrite(item, ids) for item in value]
+        return [rewrite_references(item, ids) for item in value]
     return value
 
 
@@ -180,5 +189,5 @@ def _bundle_entries(location: str, bundle: dict[str, Any]) -> Iterator[Item]:
             ids[full_url] = (resource["resourceType"], resource["id"])
         resolved.append((index, request, resource))
     for _index, _request, resource in resolved:
-        rewritten = _rewrite(resource, ids) if ids else resource
+        rewritten = rewrite_references(resource, ids) if ids else resource
         yield ParsedResource(rewritten["resourceType"], rewritten["id"], rewritten)

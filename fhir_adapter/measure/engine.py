@@ -146,7 +146,7 @@ def plan(
             f"""
         SELECT p.rkey, p.source, p.pid, r.version, p.member_id, p.birth_lo_day, p.birth_lo_ymd, p.birth_hi_ymd,
                p.gender, p.birth_sex, p.deceased, p.deceased_day, p.race, p.ethnicity, p.language,
-               p.disability, p.county,
+               p.disability, p.county, p.reald_race_ethnicity, p.reald_language,
                {person_key("p")} AS person
         FROM f_patient p JOIN resources r ON r.rkey = p.rkey
         WHERE {visible("r")}""",
@@ -164,6 +164,7 @@ def plan(
                MAX(CASE WHEN deceased = 1 AND deceased_day IS NULL THEN 1 ELSE 0 END) AS deceased_undated,
                MAX(birth_sex{c}) AS birth_sex, MAX(gender{c}) AS gender, MAX(race{c}) AS race, MAX(ethnicity{c}) AS ethnicity,
                MAX(language{c}) AS language, MAX(disability{c}) AS disability, MAX(county{c}) AS county,
+               MAX(reald_race_ethnicity{c}) AS reald_race_ethnicity, MAX(reald_language{c}) AS reald_language,
                MIN((source || '|' || pid){c}) AS subject, MAX(member_id{c}) AS member_id
         FROM t_pat GROUP BY person""",
         )
@@ -335,7 +336,9 @@ def plan(
     s.append(_index("ix_t_ev_rkey", "t_ev", "rkey"))
     s.append(_index("ix_t_ev_rid", "t_ev", "source, rtype, rid"))
     # EOBs replaced through explicit links only (Edge rule 6); equality joins only (one branch
-    # per link form), so both engines use the indexes.
+    # per link form), so both engines use the indexes. A ``cancelled`` EOB naming a prior claim is
+    # a void (claim frequency 8): the prior stops counting too; an ``entered-in-error`` one links
+    # nothing.
     s.append(_index("ix_t_ev_claim", "t_ev", "source, claim_rid"))
     # CROSS JOIN fixes SQLite's join order (f_ref first, then lookups by key); PostgreSQL plans
     # it like an inner join.
@@ -343,7 +346,7 @@ def plan(
         SELECT e.rkey FROM f_ref f CROSS JOIN t_ev x CROSS JOIN t_ev e
         WHERE f.field = 'replaces' AND f.ttype = '{ttype}' AND x.rkey = f.rkey AND x.rtype = 'ExplanationOfBenefit'
           AND e.source = x.source AND e.{column} = f.tid AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey
-          AND e.person = x.person AND (x.status IS NULL OR x.status NOT IN ('cancelled', 'entered-in-error'))"""
+          AND e.person = x.person AND (x.status IS NULL OR x.status <> 'entered-in-error')"""
     s.append(
         _tmp(
             "t_replaced",
@@ -357,7 +360,7 @@ def plan(
         WHERE f.field = 'replaces' AND f.ttype = 'identifier' AND x.rkey = f.rkey AND x.rtype = 'ExplanationOfBenefit'
           AND i.source = x.source AND i.ttype = 'identifier' AND i.tid = f.tid AND i.field = 'ident'
           AND e.rkey = i.rkey AND e.rtype = 'ExplanationOfBenefit' AND e.rkey <> x.rkey
-          AND e.person = x.person AND (x.status IS NULL OR x.status NOT IN ('cancelled', 'entered-in-error'))""",
+          AND e.person = x.person AND (x.status IS NULL OR x.status <> 'entered-in-error')""",
         )
     )
     s.append(_index("ix_t_replaced", "t_replaced", "rkey"))

@@ -120,6 +120,8 @@ class OperationRef:
     name: str
     definition: str
     documentation: str | None = None
+    #: extensions on ``rest.resource.operation`` (e.g. DEQM ``extension-submitDataUpdateType``)
+    extension: tuple[Json, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -493,6 +495,11 @@ def _data_requirements(spec: MeasureSpec, base: str) -> list[Json]:
     ]
 
 
+def data_requirements(spec: MeasureSpec, canonical_base: str) -> list[Json]:
+    """The ``dataRequirement`` list of the measure-year's Library (public for ``$data-requirements``)."""
+    return _data_requirements(spec, canonical_base.rstrip("/"))
+
+
 def _library_markdown(spec: MeasureSpec, base: str) -> str:
     lines = [
         f"# {spec.title}",
@@ -688,6 +695,7 @@ def build_capability_statement(
     system_interactions: Iterable[str] = (),
     software_version: str | None = None,
     formats: Sequence[str] = ("json",),
+    security: Json | None = None,
 ) -> Json:
     """A minimal R4 CapabilityStatement (kind ``capability``: what the software can do, not one
     installation; cpb-15 then requires ``software``).
@@ -700,7 +708,9 @@ def build_capability_statement(
     resources = []
     for rtype in sorted(implemented):
         cap = implemented[rtype]
-        resource: Json = {"type": rtype, "interaction": [{"code": code} for code in cap.interactions]}
+        resource: Json = {"type": rtype}
+        if cap.interactions:  # FHIR JSON arrays are never empty
+            resource["interaction"] = [{"code": code} for code in cap.interactions]
         if cap.profile:
             resource["profile"] = cap.profile
         if cap.documentation:
@@ -720,6 +730,8 @@ def build_capability_statement(
         ),
         "resource": resources,
     }
+    if security:  # rest.security (R4 CapabilityStatement): e.g. SMART-on-FHIR with oauth-uris
+        rest["security"] = security
     interactions = [{"code": code} for code in system_interactions]
     if interactions:
         rest["interaction"] = interactions
@@ -761,6 +773,8 @@ def _operation(o: OperationRef) -> Json:
     out: Json = {"name": o.name, "definition": o.definition}
     if o.documentation:
         out["documentation"] = o.documentation
+    if o.extension:
+        out["extension"] = [dict(e) for e in o.extension]
     return out
 
 
@@ -819,6 +833,7 @@ __all__ = [
     "build_measure",
     "build_valueset",
     "cli_capabilities",
+    "data_requirements",
     "dumps",
     "library_url",
     "measure_url",

@@ -148,10 +148,21 @@ def _sex(child: ChildResult) -> dict[str, Any]:
 
 def _race_ethnicity(child: ChildResult) -> dict[str, Any]:
     # REALD comes from eligibility extracts; EHR race/ethnicity is labelled as such (spec §4).
+    if child.reald_race_ethnicity:
+        return {"text": child.reald_race_ethnicity}
     if child.ethnicity and child.ethnicity.lower() == "hispanic or latino":
         return {"text": f"{child.ethnicity} (EHR-reported)"}
     if child.race:
         return {"text": f"{child.race} (EHR-reported)"}
+    return {"text": MISSING}
+
+
+def _language(child: ChildResult) -> dict[str, Any]:
+    # REALD preferred language from eligibility extracts, else the EHR's, labelled (spec §4).
+    if child.reald_language:
+        return {"text": child.reald_language}
+    if child.language:
+        return {"text": f"{child.language} (EHR-reported)"}
     return {"text": MISSING}
 
 
@@ -177,7 +188,7 @@ def stratum_value(spec: MeasureSpec, stratifier: str, child: ChildResult) -> dic
     if stratifier == "race-ethnicity":
         return _race_ethnicity(child)
     if stratifier == "language":
-        return _text(child.language)
+        return _language(child)
     if stratifier == "disability":
         return _text(child.disability)
     if stratifier == "county":

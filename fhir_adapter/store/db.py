@@ -10,10 +10,11 @@ leaves nothing half-written.
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,11 +24,17 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from fhir_adapter.errors import StoreError, UsageError
+from fhir_adapter.errors import ConflictError, PreconditionFailedError, StoreError, UsageError
 from fhir_adapter.store.extract import EXTRACTOR_VERSION, Facts, extract
 from fhir_adapter.store.schema import FACT_TABLES, SCHEMA_VERSION, metadata
+from fhir_adapter.store.views import create_views
 
 _CHUNK = 500
+#: Advisory-lock stripes of conditional writes (PostgreSQL), and the lock namespace (``FHIR``).
+_STRIPES = 1024
+_LOCK_NAMESPACE = 0x46484952
+#: Identifier values whose JSON text is the same whichever encoder wrote it.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9 ._:|+=#@,;()*!?$%~-]+")
 #: Errors from SQLAlchemy and from the drivers used directly for bulk writes.
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, psycopg.Error)
 
@@ -82,12 +89,27 @@ def prepare(item: ParsedResource, *, extract_for: tuple[str, str, ZoneInfo] | No
     )
 
 
+@dataclass(frozen=True)
+class KeyResult:
+    """What one write did to one ``(type, id)``: ``outcome`` is ``created``, ``updated``,
+    ``unchanged`` or ``deleted``; ``version`` and ``at`` (µs) are those of the current version
+    afterwards (``None`` when a deletion named a resource that never existed)."""
+
+    outcome: str
+    version: int | None
+    at: int | None
+    deleted: bool
+
+
 @dataclass
 class WriteStats:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    #: Per ``(type, id)`` of this one write (not accumulated by :meth:`add`, so long ingests do
+    #: not keep one entry per resource).
+    results: dict[tuple[str, str], KeyResult] = field(default_factory=dict)
 
     def add(self, other: WriteStats) -> None:
         self.created += other.created
@@ -180,12 +202,16 @@ class Store:
                     ),
                     {"v": str(SCHEMA_VERSION), "e": str(EXTRACTOR_VERSION)},
                 )
+                if create:
+                    create_views(conn)
                 return
             if rows["schema_version"] != str(SCHEMA_VERSION):
                 raise StoreError(
                     f"store schema version {rows['schema_version']} is not {SCHEMA_VERSION}; "
                     "ingest the source files again into a new store"
                 )
+            if create:
+                create_views(conn)
         if rows.get("extractor_version") != str(EXTRACTOR_VERSION):
             self.reextract()
 
@@ -208,87 +234,207 @@ class Store:
         Facts are extracted only for resources that changed."""
         return self.write_prepared(source, [prepare(item) for item in items], now)
 
-    def write_prepared(self, source: str, items: Sequence[Prepared], now: int) -> WriteStats:
-        """Store prepared resources (see :func:`prepare`) as new versions, in one transaction."""
+    def write_prepared(
+        self,
+        source: str,
+        items: Sequence[Prepared],
+        now: int,
+        *,
+        expect_version: Mapping[tuple[str, str], int | None] | None = None,
+    ) -> WriteStats:
+        """Store prepared resources (see :func:`prepare`) as new versions, in one transaction.
+
+        ``expect_version`` makes the write conditional (FHIR R4 http.html#concurrency "Managing Resource
+        Contention", ``If-Match``): for each ``(type, id)`` listed, the current version (a
+        tombstone counts) must be the given number, or absent for ``None``; otherwise nothing is
+        written and :class:`PreconditionFailedError` is raised with ``location = "Type/id"``.
+        When ``expect_version`` is given (even empty) the batch's keys are locked first, so two
+        conditional writers of one resource cannot both pass the check: PostgreSQL takes
+        transaction-scoped advisory locks, SQLite already serialises writers (``BEGIN IMMEDIATE``).
+        """
         stats = WriteStats()
         if not items:
             return stats
-        # The last occurrence of a key in the batch wins (same arrival time).
-        latest: dict[tuple[str, str], Prepared] = {}
-        for item in items:
-            latest[(item.rtype, item.rid)] = item
         try:
             with self.write() as conn:
-                current = self._current_versions(conn, source, list(latest))
-                new_rows: list[list[Any]] = []
-                superseded: list[int] = []
-                pending: list[Prepared] = []
-                for key, item in latest.items():
-                    old = current.get(key)
-                    if old is not None:
-                        old_rkey, old_version, old_hash, old_deleted = old
-                        if (item.deleted and old_deleted) or (
-                            not item.deleted and not old_deleted and old_hash == item.digest
-                        ):
-                            stats.unchanged += 1
-                            continue
-                        superseded.append(old_rkey)
-                        version = old_version + 1
-                    elif item.deleted:
-                        stats.unchanged += 1
-                        continue
-                    else:
-                        version = 1
-                    if item.deleted:
-                        stats.deleted += 1
-                    elif old is None:
-                        stats.created += 1
-                    else:
-                        stats.updated += 1
-                    new_rows.append(
-                        [source, item.rtype, item.rid, version, now, None, 1 if item.deleted else 0, item.digest,
-                         item.last_updated]
-                    )  # fmt: skip
-                    pending.append(item)
-                if superseded:
-                    for chunk in _chunks(superseded, _CHUNK):
-                        conn.execute(
-                            text(f"UPDATE resources SET superseded_at = :now WHERE rkey IN ({_ints(chunk)})"),
-                            {"now": now},
-                        )
-                if new_rows:
-                    rkeys = self._allocate_rkeys(conn, len(new_rows))
-                    for row, rkey in zip(new_rows, rkeys, strict=True):
-                        row.insert(0, rkey)
-                    self._bulk(
-                        conn,
-                        "resources",
-                        ("rkey", "source", "rtype", "rid", "version", "ingested_at", "superseded_at", "deleted",
-                         "hash", "last_updated"),
-                        new_rows,
-                    )  # fmt: skip
-                    self._bulk(
-                        conn,
-                        "resource_bodies",
-                        ("rkey", "body"),
-                        [(rkey, item.body) for rkey, item in zip(rkeys, pending, strict=True)],
-                    )
-                    facts = [
-                        (rkey, self._facts(item, source))
-                        for rkey, item in zip(rkeys, pending, strict=True)
-                        if not item.deleted
-                    ]
-                    self._write_facts(conn, facts)
+                if expect_version is not None:
+                    self._lock(conn, (_key_token(source, rtype, rid) for rtype, rid in _keys(items)))
+                stats = self._write_in(conn, source, items, now, expect_version or {})
         except DRIVER_ERRORS as exc:
-            # The transaction rolled back: code ids cached during it may not exist.
-            self._cids.clear()
-            raise StoreError(f"write to the store failed: {exc.__class__.__name__}: {exc}") from exc
+            raise self._write_failed(exc) from exc
+        self._after_write()
+        return stats
+
+    def create_unless_exists(
+        self, source: str, item: Prepared, now: int, *, identifier: tuple[str | None, str]
+    ) -> tuple[list[str], WriteStats]:
+        """Conditional create (FHIR R4 http.html#ccreate, ``If-None-Exist: identifier=[system|]value``) in
+        one write transaction: the ids of the current, not deleted resources of ``item``'s type
+        in ``source`` with that identifier (``system`` ``None``: any system, ``""``: none), and
+        when there are none, ``item`` written. Concurrent conditional creates with the same
+        identifier are serialised (see :meth:`write_prepared`)."""
+        system, value = identifier
+        stats = WriteStats()
+        try:
+            with self.write() as conn:
+                self._lock(conn, [f"{source}|{item.rtype}?identifier={system}|{value}"])
+                found = self._find_identifier(conn, source, item.rtype, system, value)
+                if not found:
+                    stats = self._write_in(conn, source, [item], now, {})
+        except DRIVER_ERRORS as exc:
+            raise self._write_failed(exc) from exc
+        if not found:
+            self._after_write()
+        return found, stats
+
+    def _write_failed(self, exc: Exception) -> Exception:
+        # The transaction rolled back: code ids cached during it may not exist.
+        self._cids.clear()
+        if "uq_resource_version" in str(exc):
+            return ConflictError(
+                "another write of the same resource committed meanwhile; send the request again"
+            )
+        return StoreError(f"write to the store failed: {exc.__class__.__name__}: {exc}")
+
+    def _after_write(self) -> None:
         self._batches += 1
         if self.dialect == "postgresql" and self._batches & (self._batches - 1) == 0:
             # After batches 1, 2, 4, 8, …: a growing table whose statistics still say "empty"
             # makes PostgreSQL scan it for every batch's version lookup (quadratic loads).
             with self.engine.begin() as conn:
                 conn.execute(text("ANALYZE resources"))
+
+    def _lock(self, conn: Connection, tokens: Iterable[str]) -> None:
+        """Transaction-scoped PostgreSQL advisory locks on the stripes of ``tokens``, in
+        ascending order (no deadlock between two lockers). Striping bounds the locks one
+        transaction holds (PostgreSQL's lock table is small); SQLite needs none."""
+        if self.dialect != "postgresql":
+            return
+        stripes = sorted({int.from_bytes(hashlib.blake2b(t.encode(), digest_size=4).digest()) % _STRIPES
+                          for t in tokens})  # fmt: skip
+        for stripe in stripes:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :k)"), {"ns": _LOCK_NAMESPACE, "k": stripe})
+
+    def _find_identifier(
+        self, conn: Connection, source: str, rtype: str, system: str | None, value: str
+    ) -> list[str]:
+        sql = (
+            "SELECT r.rid, b.body FROM resources r JOIN resource_bodies b ON b.rkey = r.rkey "
+            "WHERE r.source = :source AND r.rtype = :rtype AND r.superseded_at IS NULL AND r.deleted = 0"
+        )
+        params: dict[str, Any] = {"source": source, "rtype": rtype}
+        if _PLAIN_VALUE.fullmatch(value):
+            # Prefilter on the JSON string's bytes (no JSON encoder escapes these characters).
+            params["needle"] = orjson.dumps(value)
+            sql += (
+                " AND position(:needle in b.body) > 0"
+                if self.dialect == "postgresql"
+                else " AND instr(b.body, :needle) > 0"
+            )
+        found: list[str] = []
+        for rid, body in conn.execute(text(sql + " ORDER BY r.rid"), params):
+            try:
+                resource = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                continue
+            for ident in resource.get("identifier") or () if isinstance(resource, dict) else ():
+                if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
+                    continue
+                if ident["value"] != value:
+                    continue
+                if system is None or (ident.get("system") or "") == system:
+                    found.append(rid)
+                    break
+        return found
+
+    def _write_in(
+        self,
+        conn: Connection,
+        source: str,
+        items: Sequence[Prepared],
+        now: int,
+        expect_version: Mapping[tuple[str, str], int | None],
+    ) -> WriteStats:
+        stats = WriteStats()
+        # The last occurrence of a key in the batch wins (same arrival time).
+        latest: dict[tuple[str, str], Prepared] = {}
+        for item in items:
+            latest[(item.rtype, item.rid)] = item
+        current = self._current_versions(conn, source, list(latest))
+        for key, expected in expect_version.items():
+            old = current.get(key)
+            actual = old[1] if old is not None else None
+            if actual != expected:
+                have = f"version {actual}" if actual is not None else "no version"
+                want = f"version {expected}" if expected is not None else "no version"
+                raise PreconditionFailedError(
+                    f"{key[0]}/{key[1]} has {have}, not {want}", location=f"{key[0]}/{key[1]}"
+                )
+        new_rows: list[list[Any]] = []
+        superseded: list[int] = []
+        pending: list[Prepared] = []
+        for key, item in latest.items():
+            old = current.get(key)
+            if old is not None:
+                old_rkey, old_version, old_hash, old_deleted, old_at = old
+                if (item.deleted and old_deleted) or (
+                    not item.deleted and not old_deleted and old_hash == item.digest
+                ):
+                    stats.unchanged += 1
+                    stats.results[key] = KeyResult("unchanged", old_version, old_at, bool(old_deleted))
+                    continue
+                superseded.append(old_rkey)
+                version = old_version + 1
+            elif item.deleted:
+                stats.unchanged += 1
+                stats.results[key] = KeyResult("unchanged", None, None, True)
+                continue
+            else:
+                version = 1
+            if item.deleted:
+                stats.deleted += 1
+                outcome = "deleted"
+            elif old is None:
+                stats.created += 1
+                outcome = "created"
+            else:
+                stats.updated += 1
+                outcome = "updated"
+            stats.results[key] = KeyResult(outcome, version, now, item.deleted)
+            new_rows.append(
+                [source, item.rtype, item.rid, version, now, None, 1 if item.deleted else 0, item.digest,
+                 item.last_updated]
+            )  # fmt: skip
+            pending.append(item)
+        if superseded:
+            for chunk in _chunks(superseded, _CHUNK):
+                conn.execute(
+                    text(f"UPDATE resources SET superseded_at = :now WHERE rkey IN ({_ints(chunk)})"),
+                    {"now": now},
+                )
+        if new_rows:
+            rkeys = self._allocate_rkeys(conn, len(new_rows))
+            for row, rkey in zip(new_rows, rkeys, strict=True):
+                row.insert(0, rkey)
+            self._bulk(
+                conn,
+                "resources",
+                ("rkey", "source", "rtype", "rid", "version", "ingested_at", "superseded_at", "deleted",
+                 "hash", "last_updated"),
+                new_rows,
+            )  # fmt: skip
+            self._bulk(
+                conn,
+                "resource_bodies",
+                ("rkey", "body"),
+                [(rkey, item.body) for rkey, item in zip(rkeys, pending, strict=True)],
+            )
+            facts = [
+                (rkey, self._facts(item, source))
+                for rkey, item in zip(rkeys, pending, strict=True)
+                if not item.deleted
+            ]
+            self._write_facts(conn, facts)
         return stats
 
     def _facts(self, item: Prepared, source: str) -> Facts | None:
@@ -299,11 +445,12 @@ class Store:
 
     def _current_versions(
         self, conn: Connection, source: str, keys: list[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[int, int, str, int]]:
+    ) -> dict[tuple[str, str], tuple[int, int, str, int, int]]:
+        """(rkey, version, hash, deleted, ingested_at) of the current versions of ``keys``."""
         by_type: dict[str, list[str]] = {}
         for rtype, rid in keys:
             by_type.setdefault(rtype, []).append(rid)
-        found: dict[tuple[str, str], tuple[int, int, str, int]] = {}
+        found: dict[tuple[str, str], tuple[int, int, str, int, int]] = {}
         raw = conn.connection.driver_connection
         assert raw is not None
         cur = raw.cursor()
@@ -311,7 +458,8 @@ class Store:
             for rtype, rids in by_type.items():
                 if self.dialect == "postgresql":
                     cur.execute(
-                        "SELECT rid, rkey, version, hash, deleted FROM resources WHERE source = %s AND rtype = %s "
+                        "SELECT rid, rkey, version, hash, deleted, ingested_at FROM resources WHERE source = %s "
+                        "AND rtype = %s "
                         "AND rid = ANY(%s) AND superseded_at IS NULL",
                         (source, rtype, list(rids)),
                     )
@@ -321,13 +469,14 @@ class Store:
                     for chunk in _chunks(rids, _CHUNK):
                         marks = ", ".join("?" for _ in chunk)
                         cur.execute(
-                            "SELECT rid, rkey, version, hash, deleted FROM resources WHERE source = ? AND rtype = ? "
+                            "SELECT rid, rkey, version, hash, deleted, ingested_at FROM resources WHERE source = ? "
+                            "AND rtype = ? "
                             f"AND rid IN ({marks}) AND superseded_at IS NULL",
                             (source, rtype, *chunk),
                         )
                         rows.extend(cur.fetchall())
-                for rid, rkey, version, digest, deleted in rows:
-                    found[(rtype, rid)] = (rkey, version, digest, deleted)
+                for rid, rkey, version, digest, deleted, at in rows:
+                    found[(rtype, rid)] = (rkey, version, digest, deleted, at)
         finally:
             cur.close()
         return found
@@ -405,6 +554,7 @@ class Store:
         providers: list[tuple[Any, ...]] = []
         members: list[tuple[Any, ...]] = []
         reports: list[tuple[Any, ...]] = []
+        observations: list[tuple[Any, ...]] = []
         pairs: set[tuple[str, str]] = set()
         for rkey, f in facts:
             if f is None:
@@ -417,6 +567,7 @@ class Store:
             members.extend((rkey, *row) for row in f.group_members)
             if f.report is not None:
                 reports.append((rkey, *f.report))
+            observations.extend((rkey, *row) for row in f.observations)
             if f.event is not None:
                 events.append((rkey, *f.event))
                 source = f.event[0]
@@ -437,6 +588,7 @@ class Store:
         self._bulk(conn, "f_provider", _cols("f_provider"), providers)
         self._bulk(conn, "f_group_member", _cols("f_group_member"), members)
         self._bulk(conn, "f_report", _cols("f_report"), reports)
+        self._bulk(conn, "f_observation", _cols("f_observation"), observations)
         self._bulk(
             conn,
             "f_code",
@@ -491,6 +643,14 @@ _COLUMNS = {table.name: tuple(c.name for c in table.columns) for table in metada
 
 def _cols(table: str) -> tuple[str, ...]:
     return _COLUMNS[table]
+
+
+def _keys(items: Iterable[Prepared]) -> set[tuple[str, str]]:
+    return {(item.rtype, item.rid) for item in items}
+
+
+def _key_token(source: str, rtype: str, rid: str) -> str:
+    return f"{source}|{rtype}/{rid}"
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -66,6 +66,10 @@ class ChildResult:
     anchor_ccos: int
     birth_conflict: bool
     groups: tuple[GroupResult, ...]
+    #: REALD race/ethnicity and preferred language from eligibility extracts (preferred over
+    #: the EHR-reported ``race``/``ethnicity``/``language`` in strata, spec §4 "Stratifiers")
+    reald_race_ethnicity: str | None = None
+    reald_language: str | None = None
 
     @property
     def ip_reason(self) -> str | None:
@@ -225,11 +229,12 @@ def _read_results(conn: Connection) -> list[ChildResult]:
         text("""
         SELECT b.person, b.subject, b.cco, b.age_old, b.age_young, b.gaps, b.gap_days, b.anchor_ccos,
                b.birth_conflict, p.member_id, p.birth_sex, p.gender, p.race, p.ethnicity, p.language,
-               p.disability, p.county
+               p.disability, p.county, p.reald_race_ethnicity, p.reald_language
         FROM t_base b JOIN t_person p ON p.person = b.person""")
     ).tuples()
     for (person, subject, cco, age_old, age_young, gaps, gap_days, anchor_ccos, birth_conflict, member_id,
-         birth_sex, gender, race, ethnicity, language, disability, county) in rows:  # fmt: skip
+         birth_sex, gender, race, ethnicity, language, disability, county, reald_race_ethnicity,
+         reald_language) in rows:  # fmt: skip
         source, _, pid = str(subject).partition("|")
         age_certain = age_old is not None and age_old == age_young
         children.append(
@@ -248,6 +253,8 @@ def _read_results(conn: Connection) -> list[ChildResult]:
                 language=language,
                 disability=disability,
                 county=county,
+                reald_race_ethnicity=reald_race_ethnicity,
+                reald_language=reald_language,
                 gaps=gaps,
                 gap_days=gap_days,
                 anchor_ccos=int(anchor_ccos or 0),

@@ -26,13 +26,33 @@ EXTRACTOR_VERSION = 2
 
 CLAIMS_TYPES = frozenset({"ExplanationOfBenefit", "Claim"})
 CLINICAL_TYPES = frozenset({"Encounter", "Procedure", "Condition", "ServiceRequest"})
-FACT_TYPES = CLAIMS_TYPES | CLINICAL_TYPES | {"Patient", "Coverage", "Organization"}
+PROVIDER_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization"})
+FACT_TYPES = (
+    CLAIMS_TYPES | CLINICAL_TYPES | PROVIDER_TYPES
+    | {"Patient", "Coverage", "Group", "MeasureReport", "Task", "Observation"}
+)  # fmt: skip
 
 US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
 #: The project's Patient extensions for REALD values from eligibility extracts
 #: (``<REALD>race-ethnicity``, ``<REALD>language``, ``<REALD>disability``; value[x] a string,
 #: Coding or CodeableConcept). UNVERIFIED: OHA publishes no FHIR profile for REALD.
 REALD = "https://github.com/fhir-adapter/oregon-se/fhir/StructureDefinition/reald-"
+#: National Provider Identifier (US Core, FHIR R4 identifier registry) and the NUCC Health
+#: Care Provider Taxonomy (US Core PractitionerRole binds ``specialty`` to it).
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+NUCC_SYSTEM = "http://nucc.org/provider-taxonomy"
+#: Da Vinci Member Attribution (ATR) List STU2 (2.1.0), Extension ``AttributedProvider`` on
+#: ``Group.member`` (value: Reference to Practitioner, PractitionerRole or Organization), and
+#: ``ContractValidityPeriod`` on ``Group``.
+ATR_ATTRIBUTED_PROVIDER = "http://hl7.org/fhir/us/davinci-atr/StructureDefinition/ext-attributedProvider"
+ATR_CONTRACT_PERIOD = "http://hl7.org/fhir/us/davinci-atr/StructureDefinition/ext-contractValidityPeriod"
+#: The project's own extensions (UNVERIFIED: no Oregon or Da Vinci profile carries these):
+#: ``in-network`` (valueBoolean) and ``cco`` (valueString, a CCO id) on PractitionerRole,
+#: ``cco`` also on Group and Group.member, ``county`` (valueString) on PractitionerRole.
+OREGON_SE_SD = "https://github.com/fhir-adapter/oregon-se/fhir/StructureDefinition/"
+EXT_IN_NETWORK = OREGON_SE_SD + "in-network"
+EXT_CCO = OREGON_SE_SD + "cco"
+EXT_COUNTY = OREGON_SE_SD + "county"
 C4BB_DISCRIMINATOR = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBAdjudicationDiscriminator"
 C4BB_PAYER_STATUS = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBPayerAdjudicationStatus"
 #: Diagnosis rank stored in ``f_code.seq``: principal/primary, or any other position.
@@ -61,6 +81,8 @@ class Facts:
     group_members: list[tuple[Any, ...]] = field(default_factory=list)
     #: f_report columns after ``rkey``
     report: tuple[Any, ...] | None = None
+    #: f_observation columns after ``rkey``
+    observations: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _codings(concept: Any) -> Iterator[tuple[str, str]]:
@@ -539,6 +561,306 @@ def _service_request(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
     return facts
 
 
+def _text(value: Any, limit: int) -> str | None:
+    """A trimmed, non-empty string cut to ``limit`` characters (the column width), else ``None``."""
+    if not isinstance(value, str):
+        return None
+    return value.strip()[:limit] or None
+
+
+def _npi(identifiers: Any) -> str | None:
+    """The first NPI (system ``http://hl7.org/fhir/sid/us-npi``) among ``identifiers``."""
+    if isinstance(identifiers, dict):
+        identifiers = [identifiers]
+    for ident in identifiers if isinstance(identifiers, list) else ():
+        if isinstance(ident, dict) and ident.get("system") == NPI_SYSTEM:
+            value = _text(ident.get("value"), 16)
+            if value:
+                return value
+    return None
+
+
+def _taxonomy(concepts: Iterable[Any]) -> str | None:
+    """The first NUCC provider-taxonomy code among ``concepts``."""
+    for concept in concepts:
+        for system, code in _codings(concept):
+            if system == NUCC_SYSTEM:
+                return code[:16]
+    return None
+
+
+def _human_name(names: Any) -> str | None:
+    """FHIR R4 HumanName: ``text``, else given names then family; the ``official`` (then
+    ``usual``) name first."""
+    candidates = [n for n in names if isinstance(n, dict)] if isinstance(names, list) else []
+    candidates.sort(key=lambda n: {"official": 0, "usual": 1}.get(str(n.get("use")), 2))
+    for name in candidates:
+        text = _text(name.get("text"), 256)
+        if text:
+            return text
+        given = [g.strip() for g in name.get("given") or () if isinstance(g, str) and g.strip()]
+        family = _text(name.get("family"), 256)
+        parts = [*given, family] if family else given
+        if parts:
+            return " ".join(parts)[:256]
+    return None
+
+
+def _county(addresses: Any) -> str | None:
+    for address in addresses if isinstance(addresses, list) else ():
+        if isinstance(address, dict):
+            district = _text(address.get("district"), 64)
+            if district:
+                return district
+    return None
+
+
+def _practitioner(r: dict[str, Any], source: str) -> Facts:
+    """Practitioner (FHIR R4 §8.4; US Core Practitioner): NPI identifier, name, and the NUCC
+    taxonomy of ``qualification.code``."""
+    qualifications = [_obj(q).get("code") for q in r.get("qualification") or ()]
+    row = (
+        source, "Practitioner", str(r["id"]), _npi(r.get("identifier")), _taxonomy(qualifications),
+        _human_name(r.get("name")), None, None, None, _county(r.get("address")), None, None,
+    )  # fmt: skip
+    return Facts(providers=[row])
+
+
+def _practitioner_role(r: dict[str, Any], source: str) -> Facts:
+    """PractitionerRole (FHIR R4 §8.5; US Core PractitionerRole): the practitioner and
+    organisation it links, the NUCC taxonomy of ``specialty`` (else ``code``), and the project's
+    own ``in-network``, ``cco`` and ``county`` extensions (UNVERIFIED). The NPI is the role's own
+    NPI identifier, else the one on the ``practitioner`` reference."""
+    practitioner = _obj(r.get("practitioner"))
+    organization = _obj(r.get("organization"))
+    taxonomy = _taxonomy(r.get("specialty") or ()) or _taxonomy(r.get("code") or ())
+    network = _ext(r, EXT_IN_NETWORK)
+    flag = network.get("valueBoolean") if network else None
+    cco = _ext(r, EXT_CCO)
+    county = _ext(r, EXT_COUNTY)
+    row = (
+        source, "PractitionerRole", str(r["id"]),
+        _npi(r.get("identifier")) or _npi(practitioner.get("identifier")), taxonomy,
+        _text(practitioner.get("display"), 256),
+        _ref_id(practitioner, "Practitioner"), _ref_id(organization, "Organization"),
+        _text(organization.get("display"), 256), _text(county.get("valueString") if county else None, 64),
+        (1 if flag else 0) if isinstance(flag, bool) else None,
+        _text(cco.get("valueString") if cco else None, 64),
+    )  # fmt: skip
+    return Facts(providers=[row])
+
+
+#: Organization types (http://terminology.hl7.org/CodeSystem/organization-type) that mark a
+#: healthcare provider, i.e. something that can be a clinic.
+_PROVIDER_ORG_TYPES = frozenset({"prov", "dept", "team"})
+
+
+def _organization_provider(r: dict[str, Any], source: str) -> tuple[Any, ...]:
+    """The f_provider row of an Organization (FHIR R4 §8.1): NPI, name, county from
+    ``address.district``, a NUCC taxonomy in ``type`` if any. ``clinic`` is the name when the
+    organisation is a provider: it has an NPI (NPPES issues NPIs to providers only), a provider
+    type (``prov``, ``dept``, ``team``) or a type mentioning a clinic."""
+    npi = _npi(r.get("identifier"))
+    types = [t for t in r.get("type") or () if isinstance(t, dict)]
+    codes = {code for t in types for _s, code in _codings(t)}
+    texts = [str(t.get("text") or "") for t in types] + [
+        str(c.get("display") or "") for t in types for c in t.get("coding") or () if isinstance(c, dict)
+    ]
+    name = _text(r.get("name"), 256)
+    provider = (
+        npi is not None or bool(codes & _PROVIDER_ORG_TYPES) or any("clinic" in x.lower() for x in texts)
+    )
+    return (
+        source, "Organization", str(r["id"]), npi, _taxonomy(types), name, None, None,
+        name if provider else None, _county(r.get("address")), None, None,
+    )  # fmt: skip
+
+
+def _cco_token(element: Any) -> str | None:
+    """A CCO named by the project's ``cco`` extension or an Organization reference's
+    ``identifier`` value, else the reference itself as ``Organization/<id>`` (resolved at query
+    time through the organisation's identifiers, DESIGN.md §1)."""
+    if not isinstance(element, dict):
+        return None
+    ext = _ext(element, EXT_CCO)
+    value = _text(ext.get("valueString"), 64) if ext else None
+    if value:
+        return value
+    ident = element.get("identifier")
+    if isinstance(ident, dict):
+        value = _text(ident.get("value"), 64)
+        if value:
+            return value
+    org = _ref_id(element, "Organization")
+    return f"Organization/{org}" if org else None
+
+
+def _group(r: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -> Facts:
+    """Group as a Da Vinci ATR Member Attribution List (ATR STU2 2.1.0, profile ``atr-group``):
+    one row per active member whose ``entity`` is a Patient reference and/or carries the
+    Medicaid member-id identifier. ``member.period`` (else the Group's
+    ``ext-contractValidityPeriod``) bounds the assignment; ``ext-attributedProvider`` names the
+    clinic (Organization), PCP (Practitioner) or both (PractitionerRole, kept as
+    ``PractitionerRole/<id>`` in ``pcp_rid`` and resolved at query time); the CCO is the member's
+    or Group's ``cco`` extension, else ``managingEntity`` (ATR: the payer managing the list).
+    Members with ``inactive = true`` (FHIR R4 Group.member.inactive) are no longer members."""
+    facts = Facts()
+    group_cco = _cco_token(r) if _ext(r, EXT_CCO) else _cco_token(r.get("managingEntity"))
+    contract = _ext(r, ATR_CONTRACT_PERIOD)
+    default_period = _obj(contract.get("valuePeriod")) if contract else {}
+    for member in r.get("member") or ():
+        if not isinstance(member, dict) or member.get("inactive") is True:
+            continue
+        entity = _obj(member.get("entity"))
+        pid = _ref_id(entity, "Patient")
+        ident = _obj(entity.get("identifier"))
+        member_id = _text(ident.get("value"), 64) if ident.get("system") == member_system else None
+        if pid is None and member_id is None:
+            continue
+        period = _obj(member.get("period")) if isinstance(member.get("period"), dict) else default_period
+        start = _day(period.get("start"), tz)
+        end = _day(period.get("end"), tz)
+        clinic = clinic_org = pcp_npi = pcp_rid = None
+        ext = _ext(member, ATR_ATTRIBUTED_PROVIDER)
+        provider = _obj(ext.get("valueReference")) if ext else {}
+        target = parse_reference(provider.get("reference"))
+        kind = target[0] if target else provider.get("type")
+        if kind == "Organization":
+            clinic_org = target[1] if target else None
+            clinic = _text(provider.get("display"), 256)
+        elif kind == "Practitioner":
+            pcp_rid = target[1] if target else None
+            pcp_npi = _npi(provider.get("identifier"))
+        elif kind == "PractitionerRole" and target is not None:
+            role = f"PractitionerRole/{target[1]}"
+            pcp_rid = role if len(role) <= 64 else None
+            pcp_npi = _npi(provider.get("identifier"))
+        cco = _cco_token(member) if _ext(member, EXT_CCO) else group_cco
+        facts.group_members.append(
+            (source, str(r["id"]), pid, member_id, cco, clinic, clinic_org, pcp_npi, pcp_rid,
+             start.first.toordinal() if start else None, end.last.toordinal() if end else None)
+        )  # fmt: skip
+    return facts
+
+
+def _reference_text(element: Any) -> str | None:
+    """A Reference as ``Type/id`` (relative or absolute literal reference), else its reference
+    text as sent (``urn:uuid:…``, ``#contained``), else its identifier value."""
+    if not isinstance(element, dict):
+        return None
+    target = parse_reference(element.get("reference"))
+    if target is not None:
+        return f"{target[0]}/{target[1]}"
+    reference = _text(element.get("reference"), 256)
+    if reference:
+        return reference
+    return _text(_obj(element.get("identifier")).get("value"), 256)
+
+
+def _measure_report(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
+    """MeasureReport (FHIR R4 MeasureReport; DEQM STU5): what its search parameters read (R4
+    MeasureReport search parameters ``measure``, ``period``, ``reporter``, ``subject``,
+    ``status``). ``measure`` is kept as given (``url`` or ``url|version``); ``period`` as the local
+    days of its start and end (a partial date keeps its widest range); ``reporter`` and
+    ``subject`` as ``Type/id`` (else the reference text or identifier value)."""
+    period = _obj(r.get("period"))
+    start = _day(period.get("start"), tz)
+    end = _day(period.get("end"), tz)
+    return Facts(
+        report=(
+            source,
+            str(r["id"]),
+            _text(r.get("measure"), 1024),
+            _text(r.get("type"), 32),
+            _text(r.get("status"), 32),
+            start.first.toordinal() if start else None,
+            end.last.toordinal() if end else None,
+            _reference_text(r.get("reporter")),
+            _reference_text(r.get("subject")),
+        )
+    )
+
+
+def _task(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
+    """Task (FHIR R4 §12.1; the referral-platform pattern of FHIR R4 Workflow "Request/Task"
+    where a Task tracks the fulfilment of a ServiceRequest): one ``f_event`` row (rtype
+    ``Task``, ``status`` = Task.status, ``use`` = Task.intent, ``day`` = ``authoredOn``, else
+    ``lastModified``, ``provider`` = the ``owner``) and one ``f_ref`` row (field ``basedon``)
+    per ServiceRequest named by ``focus`` or ``basedOn``. The measure engine never reads Tasks
+    (it selects its own event types); the referral loop does."""
+    facts = Facts()
+    seen: set[str] = set()
+    for element in [r.get("focus"), *(r.get("basedOn") or ())]:
+        request = _ref_id(element, "ServiceRequest")
+        if request and request not in seen:
+            seen.add(request)
+            facts.refs.append(("basedon", "ServiceRequest", request, None, 0))
+    day = _day(r.get("authoredOn"), tz) or _day(r.get("lastModified"), tz)
+    facts.event = _event(
+        r,
+        source,
+        "Task",
+        tz,
+        pid=_ref_id(r.get("for"), "Patient"),
+        status=r.get("status"),
+        day=day,
+        provider=_provider(r.get("owner")),
+        use=r.get("intent"),
+    )
+    return facts
+
+
+def _observation_value(r: dict[str, Any]) -> str | None:
+    """``Observation.value[x]`` as text (FHIR R4 Observation): a string, a CodeableConcept's
+    text, else its first coding's display, else code; a Quantity's value; a boolean, integer,
+    time or dateTime as written."""
+    concept = r.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        text = _text(concept.get("text"), 128)
+        if text:
+            return text
+        for coding in concept.get("coding") or ():
+            if isinstance(coding, dict):
+                found = _text(coding.get("display"), 128) or _text(coding.get("code"), 128)
+                if found:
+                    return found
+        return None
+    quantity = r.get("valueQuantity")
+    if isinstance(quantity, dict):
+        number = quantity.get("value")
+        return str(number)[:128] if isinstance(number, int | float) and not isinstance(number, bool) else None
+    if isinstance(r.get("valueBoolean"), bool):
+        return "true" if r["valueBoolean"] else "false"
+    if isinstance(r.get("valueInteger"), int):
+        return str(r["valueInteger"])
+    for key in ("valueString", "valueDateTime", "valueTime"):
+        found = _text(r.get(key), 128)
+        if found:
+            return found
+    return None
+
+
+def _observation(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
+    """Observation (FHIR R4 §11.1): one ``f_observation`` row per coding of ``code`` with the
+    subject Patient, ``status``, the value as text (:func:`_observation_value`) and the local day
+    of ``effectiveDateTime`` / ``effectivePeriod.start`` / ``effectiveInstant``, else ``issued``.
+    OPIP health-complexity flags arrive this way (spec §4 "Health complexity")."""
+    if "effectiveDateTime" in r:
+        day = _day(r.get("effectiveDateTime"), tz)
+    elif "effectivePeriod" in r:
+        day = _period_start(r.get("effectivePeriod"), tz)
+    else:
+        day = _day(r.get("effectiveInstant"), tz) or _day(r.get("issued"), tz)
+    pid = _ref_id(r.get("subject"), "Patient")
+    status = _text(r.get("status"), 32)
+    value = _observation_value(r)
+    ordinal = day.first.toordinal() if day else None
+    facts = Facts()
+    for system, code in _codings(r.get("code")):
+        facts.observations.append((source, pid, status, system[:256], code[:128], value, ordinal))
+    return facts
+
+
 def extract(resource: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -> Facts | None:
     """Facts for one resource (already checked to have ``resourceType`` and ``id``), or
     ``None`` for types the measure does not read."""
@@ -558,5 +880,19 @@ def extract(resource: dict[str, Any], source: str, member_system: str, tz: ZoneI
     if rtype == "Coverage":
         return _coverage(resource, source, tz)
     if rtype == "Organization":
-        return _organization(resource, source)
+        facts = _organization(resource, source)
+        facts.providers.append(_organization_provider(resource, source))
+        return facts
+    if rtype == "Practitioner":
+        return _practitioner(resource, source)
+    if rtype == "PractitionerRole":
+        return _practitioner_role(resource, source)
+    if rtype == "Group":
+        return _group(resource, source, member_system, tz)
+    if rtype == "MeasureReport":
+        return _measure_report(resource, source, tz)
+    if rtype == "Task":
+        return _task(resource, source, tz)
+    if rtype == "Observation":
+        return _observation(resource, source, tz)
     return None

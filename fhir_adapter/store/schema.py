@@ -122,6 +122,7 @@ f_coverage = Table(
 )
 Index("ix_f_coverage_pid", f_coverage.c.source, f_coverage.c.pid)
 Index("ix_f_coverage_rkey", f_coverage.c.rkey)
+Index("ix_f_coverage_pid_only", f_coverage.c.pid)
 
 f_org_ident = Table(
     "f_org_ident",
@@ -159,6 +160,8 @@ f_event = Table(
     Column("provider", Text, nullable=True),
     Column("verification", Text, nullable=True),
 )
+#: search by patient (``GET /fhir/Encounter?patient=…``); the engine's set-based plan scans
+Index("ix_f_event_pid", f_event.c.pid)
 
 #: Lines of a claim (``line`` ≥ 1), with the line's from-date and denial; line 0 is the header.
 f_line = Table(
@@ -188,6 +191,8 @@ f_code = Table(
 #: The engine reaches codes from their resource and line (never by code: value sets are matched
 #: against the small ``codes`` dictionary instead).
 Index("ix_f_code_rkey", f_code.c.rkey, f_code.c.line, f_code.c.role)
+#: search by code (``GET /fhir/Encounter?code=…``)
+Index("ix_f_code_cid", f_code.c.cid)
 
 #: Multi-valued references resolved at query time: ``field`` is ``diagnosis`` (Encounter →
 #: Condition), ``reason`` (Procedure → Condition), ``replaces`` (EOB → the EOB it replaces),
@@ -255,6 +260,7 @@ f_group_member = Table(
 Index("ix_f_group_member_pid", f_group_member.c.source, f_group_member.c.pid)
 Index("ix_f_group_member_mid", f_group_member.c.member_id)
 Index("ix_f_group_member_rkey", f_group_member.c.rkey)
+Index("ix_f_group_member_pid_only", f_group_member.c.pid)
 
 #: Stored MeasureReports, searchable by ``measure``, ``period``, ``reporter``, ``subject``,
 #: ``status`` (DESIGN.md §2 reads).
@@ -311,6 +317,135 @@ jobs = Table(
 )
 Index("ix_jobs_status", jobs.c.status)
 
+#: Observations the measure's reports read (OPIP health-complexity flags, screenings): one
+#: row per coding of ``Observation.code`` with the value as text.
+f_observation = Table(
+    "f_observation",
+    metadata,
+    Column("rkey", BigInteger, nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("pid", String(64), nullable=True),
+    Column("status", Text, nullable=True),
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("value", Text, nullable=True),
+    Column("day", Integer, nullable=True),
+)
+Index("ix_f_observation_pid", f_observation.c.source, f_observation.c.pid)
+Index("ix_f_observation_rkey", f_observation.c.rkey)
+
+#: Persisted evaluations (``--persist`` / the service): one row per run, its per-child results
+#: in ``eval_results``; trends and the dashboard read these, BI tools read them through views.
+eval_runs = Table(
+    "eval_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("measure", String(128), nullable=False),
+    Column("measure_version", String(32), nullable=False),
+    Column("period_start", Integer, nullable=False),
+    Column("period_end", Integer, nullable=False),
+    Column("sources", String(16), nullable=False),
+    Column("as_of", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("mappings_hash", String(64), nullable=False),
+    Column("engine_version", String(32), nullable=False),
+)
+Index("ix_eval_runs_measure", eval_runs.c.measure, eval_runs.c.period_end)
+
+eval_results = Table(
+    "eval_results",
+    metadata,
+    Column("run_id", String(64), nullable=False),
+    Column("person", Text, nullable=False),
+    Column("member_id", Text, nullable=True),
+    Column("patient", Text, nullable=True),
+    Column("patient_source", String(128), nullable=True),
+    Column("cco", Text, nullable=True),
+    Column("age", Integer, nullable=True),
+    Column("sex", Text, nullable=True),
+    Column("race_ethnicity", Text, nullable=True),
+    Column("language", Text, nullable=True),
+    Column("disability", Text, nullable=True),
+    Column("county", Text, nullable=True),
+    Column("group_id", String(64), nullable=False),
+    Column("ip", SmallInteger, nullable=False),
+    Column("den", SmallInteger, nullable=False),
+    Column("denex", SmallInteger, nullable=False),
+    Column("num", SmallInteger, nullable=False),
+    Column("reason", String(64), nullable=True),
+)
+Index("ix_eval_results_run", eval_results.c.run_id, eval_results.c.group_id)
+
+#: SMART Backend Services clients (SMART App Launch 2.2 §"Backend Services": registration):
+#: role ``ehr`` (writes under ``source``; reads what it submitted), ``cco`` (reads its
+#: attributed children, ``ccos``), ``oha`` (reads all), ``admin``. ``scopes`` are the scopes the
+#: client may be granted (space-separated, SMART v1 or v2 syntax); keys by ``jwks`` (a JWK Set
+#: as JSON) or ``jwks_url``.
+auth_clients = Table(
+    "auth_clients",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("name", Text, nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("source", String(128), nullable=True),
+    Column("ccos", Text, nullable=True),
+    Column("scopes", Text, nullable=False),
+    Column("jwks", Text, nullable=True),
+    Column("jwks_url", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+#: Client-assertion ``jti`` values seen, kept until their ``exp`` so a replay is refused.
+auth_jti = Table(
+    "auth_jti",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+)
+Index("ix_auth_jti_exp", auth_jti.c.expires_at)
+
+#: Audit trail (served as FHIR AuditEvent): every read of PHI and every write. No PHI in
+#: ``detail``: resource ids and query parameter names only.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("client_id", String(128), nullable=False),
+    Column("role", String(16), nullable=True),
+    #: R4 AuditEvent.action: C create, R read/vread/search, U update, D delete, E execute (operation)
+    Column("action", String(1), nullable=False),
+    Column("interaction", String(32), nullable=False),
+    Column("resource_type", String(64), nullable=True),
+    Column("resource_id", String(64), nullable=True),
+    Column("path", Text, nullable=True),
+    Column("status", Integer, nullable=False),
+    #: R4 AuditEvent.outcome: 0 success, 4 minor failure, 8 serious failure, 12 major failure
+    Column("outcome", SmallInteger, nullable=False),
+    Column("detail", Text, nullable=True),
+)
+Index("ix_audit_at", audit_events.c.at)
+Index("ix_audit_client", audit_events.c.client_id)
+
+#: What ``fhir-adapter pull`` remembers per source and server: the next ``_since`` and, while a
+#: Bulk export is under way, its status URL and the files already downloaded (to resume).
+pull_state = Table(
+    "pull_state",
+    metadata,
+    Column("source", String(128), primary_key=True),
+    Column("base_url", Text, nullable=False),
+    Column("mode", String(16), nullable=False),
+    #: transactionTime of the last completed export, or the start time of the last search run
+    Column("since", Text, nullable=True),
+    Column("status_url", Text, nullable=True),
+    #: JSON: manifest and the output files already loaded
+    Column("progress", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
 #: Ingest problems kept for the data-quality report.
 ingest_issues = Table(
     "ingest_issues",
@@ -323,4 +458,7 @@ ingest_issues = Table(
     Column("message", Text, nullable=False),
 )
 
-FACT_TABLES = (f_patient, f_coverage, f_org_ident, f_event, f_line, f_code, f_ref, f_provider, f_group_member, f_report)
+FACT_TABLES = (
+    f_patient, f_coverage, f_org_ident, f_event, f_line, f_code, f_ref, f_provider, f_group_member, f_report,
+    f_observation,
+)  # fmt: skip

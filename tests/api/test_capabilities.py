@@ -27,9 +27,14 @@ INFRASTRUCTURE = re.compile(r"^/fhir/(metadata|_jobs/.*|docs/.*|\.well-known/.*)
 
 def _routes(client: TestClient) -> set[tuple[str, str]]:
     out = set()
-    for route in client.app.routes:  # type: ignore[attr-defined]
+    pending = list(client.app.routes)  # type: ignore[attr-defined]
+    while pending:
+        route = pending.pop()
+        inner = getattr(route, "original_router", None)  # FastAPI ≥ 0.16x wraps included routers
+        if inner is not None:
+            pending.extend(inner.routes)
         if isinstance(route, APIRoute):
-            for method in route.methods:
+            for method in route.methods or ():
                 out.add((method, route.path))
     return out
 

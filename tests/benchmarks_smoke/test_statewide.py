@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/statewide.py: a 50-child run on SQLite finishes in under 20 s and
-records a complete, consistent JSON line (issue #3 §10's benchmark must stay runnable)."""
+"""Smoke test of benchmarks/statewide.py: a 50-child run on SQLite records a complete, consistent
+JSON line (issue #3 §10's benchmark must stay runnable). Its speed is measured in benchmarks/,
+never asserted here (the subprocess timeout only stops a hung run)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 CHECKS: list[Any] = [
-    pytest.param(lambda r: r.seconds < 20, id="under-20-seconds"),
     pytest.param(lambda r: r.lines == [r.record], id="one-json-line-appended-equal-to-stdout"),
     pytest.param(
         lambda r: r.record["patients"] == PATIENTS and r.record["engine"] == "sqlite", id="run-identity"

@@ -1,0 +1,1 @@
+"""An independent in-memory FHIR server (Node, @medplum/fhir-router) for the pull tests."""
