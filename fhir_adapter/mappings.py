@@ -790,6 +790,9 @@ def check_mappings(root: Path) -> list[str]:
             statuses = _count(r.provenance.status for r in vs.rows) or "empty"
             lines.append(f"  {vs.name}: {len(vs.rows)} rows ({statuses})")
     lines.extend(_check_extract_maps(root / "extracts"))
+    from fhir_adapter.report.params import check_report_mappings  # report parameters (referrals, targets …)
+
+    lines.extend(check_report_mappings(root, m))
     return lines
 
 

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     #: Source name under which the service stores the MeasureReports (and subject Lists) it
     #: produces, so they can be read and searched like any stored resource.
     report_source: str = "adapter-reports"
+    #: Folder of Bulk Data ``$export`` output files, one subfolder per job (default: the system
+    #: temporary folder's ``fhir-adapter-exports``); files live until the job is deleted.
+    export_dir: Path | None = None
+    #: Hosts ``POST /fhir/$import`` may fetch files from: exact ``host`` or ``host:port`` (https
+    #: only), or ``http://host[:port]`` to allow plain http too. Empty: ``$import`` fetches nothing.
+    import_allowed_hosts: list[str] = Field(default_factory=list)
 
     # -- SMART Backend Services (fhir_adapter/auth) -----------------------------------------
     #: Every request except discovery, ``/healthz``, ``/auth/token`` and the OpenAPI docs needs a

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from fhir_adapter.api import (
     routes_auth,
+    routes_bulk,
     routes_ingest,
     routes_jobs,
     routes_measure,
@@ -49,6 +50,7 @@ ROUTER_MODULES: list[ModuleType] = [
     routes_jobs,
     routes_ingest,
     routes_measure,
+    routes_bulk,
     routes_resources,
 ]
 

@@ -110,6 +110,8 @@ class JobManager:
         self.store = store
         self.clock = clock
         self.kinds: dict[str, JobFunc] = {}
+        #: per kind, called with the job after it was cancelled (e.g. to delete its files)
+        self.cancel_hooks: dict[str, Callable[[Job], None]] = {}
         self.worker = worker_id()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-adapter-job")
         self._lock = threading.Lock()
@@ -232,6 +234,9 @@ class JobManager:
                 ),
                 {"id": job_id, "now": self._now()},
             )
+        hook = self.cancel_hooks.get(job.kind)
+        if hook is not None:
+            hook(job)
         return job
 
     def rerun(self, job_id: str) -> str:

@@ -246,10 +246,10 @@ class _Periods:
     """Evaluates periods, or reads them from persisted runs, once each."""
 
     def __init__(
-        self, settings: Settings, store: Store, mappings: Mappings, measure: str, sources: SourceMode,
+        self, store: Store, mappings: Mappings, measure: str, sources: SourceMode,
         as_of: int, persisted: Persisted, persist: bool, now_us: int,
     ) -> None:  # fmt: skip
-        self.settings, self.store, self.mappings = settings, store, mappings
+        self.store, self.mappings = store, mappings
         self.measure, self.sources, self.as_of = measure, sources, as_of
         self.persisted, self.persist, self.now_us = persisted, persist, now_us
         self.done: dict[tuple[str, date, date, str], PeriodRates] = {}
@@ -313,7 +313,7 @@ def run_trend(
     workflow.measure_spec(mappings, measure, period_end)  # NotFoundError for an unknown measure
     now = clock()
     as_of = to_micros(now)
-    periods = _Periods(settings, store, mappings, measure, sources, as_of, persisted, persist, as_of)
+    periods = _Periods(store, mappings, measure, sources, as_of, persisted, persist, as_of)
     computed = [periods.get(p) for p in trend_periods(period_start, period_end, kinds)]
     trend = Trend(measure, sources, as_of, computed, cco=cco)
     targets = load_targets(settings.mappings_dir, measure, mappings)

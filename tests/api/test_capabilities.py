@@ -22,7 +22,7 @@ INTERACTION_ROUTES = {
 }
 SYSTEM_ROUTES = {"transaction": ("POST", ""), "batch": ("POST", "")}
 #: routes under /fhir that are not interactions or operations
-INFRASTRUCTURE = re.compile(r"^/fhir/(metadata|_jobs/.*|docs/.*|\.well-known/.*)$")
+INFRASTRUCTURE = re.compile(r"^/fhir/(metadata|_jobs/.*|_exports/.*|docs/.*|\.well-known/.*)$")
 
 
 def _routes(client: TestClient) -> set[tuple[str, str]]:

@@ -272,3 +272,19 @@ def test_referral_code_errors(tmp_path: Path, mappings: Mappings, row: str, mess
     with pytest.raises(MappingsError, match=message) as info:
         rf.load_referral_codes(folder, mappings)
     assert info.value.location == f"{folder / rf.REFERRAL_CODES_FILE}:3"
+
+
+def test_mappings_check_loads_the_report_parameters(tmp_path: Path) -> None:
+    import shutil
+
+    from fhir_adapter.mappings import check_mappings
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", folder)
+    lines = check_mappings(folder)
+    assert "referral-loop.toml: window 90 days (assumption)" in lines
+    assert "oregon-counties.csv: 36 counties" in lines
+    (folder / rf.LOOP_FILE).write_text(LOOP_TOML.replace("[tasks]", "[task]"))
+    with pytest.raises(MappingsError, match="unknown key 'task'") as info:
+        check_mappings(folder)
+    assert info.value.location is not None and info.value.location.startswith(str(folder / rf.LOOP_FILE))

@@ -4,6 +4,7 @@ appear in ``v_child_results``, and views are created once per version."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from fhir_adapter.store.evaluate import evaluate
 from fhir_adapter.store.extract import NPI_SYSTEM
 from fhir_adapter.store.runs import persist_run
 from tests import cohorts as c
+from tests.conftest import ROOT
 from tests.measure.test_boundaries import load
 from tests.store.test_runs import COHORT
 
@@ -201,3 +203,23 @@ def test_views_are_created_once_per_version(store: Store) -> None:
     with store.write() as conn:
         assert views.create_views(conn) is True
     assert _rows(store, "SELECT * FROM v_patients") == []
+
+
+DOC = ROOT / "docs" / "sql-views.md"
+EXAMPLES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.S)
+
+
+def test_documented_examples_run(store: Store, mappings: Mappings) -> None:
+    """Every ```sql block of docs/sql-views.md runs and finds the cohort's rows."""
+    load(store, [*COHORT, *RESOURCES[3:5]])
+    spec = mappings.measure_for("oregon-se-issue-focused", date(2025, 12, 31))
+    ev = evaluate(store, mappings, spec, date(2025, 1, 1), date(2025, 12, 31), to_micros(T1), "all")
+    persist_run(store, ev, now_us=to_micros(T1))
+    assert len(EXAMPLES) == 5
+    results = [_rows(store, sql) for sql in EXAMPLES]
+    rates = {(r["cco"], r["group_id"]): r["rate"] for r in results[0]}
+    assert rates[("ALLCARE", "all-enrolled")] == 1.0 and rates[("IHN", "all-enrolled")] == 0.0
+    assert results[1] == []  # ALLCARE's only denominator child was served
+    assert results[2] == [{"month": "2025-03", "category": "claims", "source": "s1", "lines": 1}]
+    assert {(r["cco"], r["children"]) for r in results[3]} >= {("ALLCARE", 2), ("IHN", 1)}
+    assert [r["resource_id"] for r in results[4]] == ["e1"]
