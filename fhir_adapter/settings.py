@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     auth_token_ttl_seconds: int = Field(default=300, ge=1, le=300)
     #: Clock skew tolerated on client-assertion and access-token times.
     auth_leeway_seconds: int = Field(default=30, ge=0, le=60)
+    #: A CCO client reads (and exports) the children with a Coverage of its CCO overlapping the
+    #: last this-many days (default: a measurement year plus its six-month validation and dispute
+    #: time); evaluations use the measurement period instead (docs/security.md).
+    tenant_lookback_days: int = Field(default=548, ge=0, le=3660)
+    #: A static bearer token that may read ``/metrics`` only (for a Prometheus scraper); unset:
+    #: ``/metrics`` needs an oha or admin client's access token.
+    metrics_token: SecretStr | None = None
 
     # -- pull from FHIR servers (fhir-adapter pull; fhir_adapter/ingest/pull.py) ------------
     #: Search page size asked for with ``_count``.

@@ -4,6 +4,7 @@ evaluate, build reports and gap lists. Settings are passed in, never read from g
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,20 +78,33 @@ def run_evaluation(
     mappings = mappings or load_mappings(settings.mappings_dir)
     spec = measure_spec(mappings, request.measure, request.period_end)
     as_of = to_micros(request.as_of or clock())
-    subject_person = None
+    subject_person = subject_source = None
     if request.subject is not None:
-        subject_person = find_person(store, request.subject, request.subject_source, as_of)
+        subject_person, subject_source = find_subject(store, request.subject, request.subject_source, as_of)
     ev = evaluate(
         store, mappings, spec, request.period_start, request.period_end, as_of, request.sources,
         evidence_for=[subject_person] if subject_person else None, all_evidence=evidence and subject_person is None,
     )  # fmt: skip
-    if subject_person is not None:
-        ev.children = [c for c in ev.children if c.person == subject_person]
+    if subject_person is not None and subject_source is not None:
+        # The report names the child as asked (the record the caller knows), not whichever
+        # linked record of the same person sorts first.
+        pid = request.subject.partition("/")[2] if request.subject else ""
+        ev.children = [
+            dataclasses.replace(c, subject_id=pid, subject_source=subject_source)
+            for c in ev.children
+            if c.person == subject_person
+        ]
     return ev
 
 
 def find_person(store: Store, subject: str, source: str | None, as_of: int) -> str:
     """The person key of ``Patient/<id>`` (ids as the sources sent them, DESIGN.md §2)."""
+    return find_subject(store, subject, source, as_of)[0]
+
+
+def find_subject(store: Store, subject: str, source: str | None, as_of: int) -> tuple[str, str]:
+    """The person key of ``Patient/<id>`` and the source whose record it names (the given one,
+    else the first of the sources holding that id for this person)."""
     from sqlalchemy import text
 
     rtype, _, pid = subject.partition("/")
@@ -111,7 +125,7 @@ def find_person(store: Store, subject: str, source: str | None, as_of: int) -> s
     if len(persons) > 1:
         sources = ", ".join(sorted({s for s, _p in rows}))
         raise UsageError(f"Patient/{pid} exists in several sources ({sources}); name one with --source")
-    return str(persons[0])
+    return str(persons[0]), min(s for s, _p in rows)
 
 
 def report_context(settings: Settings, mappings_hash: str, clock: Clock = utc_now) -> ReportContext:

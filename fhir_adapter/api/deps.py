@@ -7,17 +7,20 @@ router: with ``auth_required`` every request outside :data:`PUBLIC_PATHS` needs 
 from ``/auth/token`` (SMART App Launch 2.2 Backend Services, § "Access FHIR API": the resource
 server SHALL validate the token, that it has not expired and that its scope covers the request).
 Routes that read or write data take ``caller: CallerDep`` and call :func:`require` with the
-resource type and SMART permission of each interaction.
+resource type and SMART permission of each interaction; which rows a caller sees is decided by
+one policy, :mod:`fhir_adapter.auth.policy` (``PolicyDep``; docs/security.md).
 """
 
 from __future__ import annotations
 
+import hmac
 import threading
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from fhir_adapter.auth.policy import Policy
 from fhir_adapter.auth.scopes import PERMISSIONS, ScopeSet
 from fhir_adapter.auth.tokens import TokenService, challenge
 from fhir_adapter.errors import AuthenticationError, ForbiddenError
@@ -30,8 +33,16 @@ from fhir_adapter.store.db import Store
 #: Route paths served without a token: discovery, liveness and the token endpoint (FastAPI's
 #: own ``/docs`` and ``/openapi.json`` are outside the routers and never checked).
 PUBLIC_PATHS = frozenset(
-    {"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/healthz", "/auth/token"}
+    {
+        "/fhir/metadata",
+        "/fhir/.well-known/smart-configuration",
+        "/healthz",
+        "/auth/token",
+        "/fhir/docs/what-to-send",
+    }
 )
+#: The one path the static scrape token (``Settings.metrics_token``) opens.
+METRICS_PATH = "/metrics"
 _PERMISSION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
@@ -93,9 +104,18 @@ def get_caller(request: Request) -> Caller:
     settings = get_state(request).settings
     if not settings.auth_required:
         return Caller("anonymous", settings.api_default_source, role="dev", scopes=ScopeSet.everything())
-    if getattr(request.scope.get("route"), "path", None) in PUBLIC_PATHS:
+    path = getattr(request.scope.get("route"), "path", None)
+    if path in PUBLIC_PATHS:
         return Caller("anonymous", settings.api_default_source)
     scheme, _, token = (request.headers.get("authorization") or "").strip().partition(" ")
+    scrape = settings.metrics_token
+    if (
+        path == METRICS_PATH
+        and scrape is not None
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), scrape.get_secret_value().encode())
+    ):
+        return Caller("metrics-scraper", settings.api_default_source, role="metrics")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError(
             "an access token is required: 'Authorization: Bearer <token>', from POST /auth/token "
@@ -129,8 +149,26 @@ def require(caller: Caller, resource_type: str, permission: str) -> None:
     )
 
 
+def policy_for(state: AppState, caller: Caller) -> Policy:
+    """The tenancy policy (:mod:`fhir_adapter.auth.policy`) for ``caller``."""
+    settings = state.settings
+    return Policy.for_caller(
+        caller,
+        ccos=state.mappings.ccos if caller.role == "cco" else (),
+        report_source=settings.report_source,
+        lookback_days=settings.tenant_lookback_days,
+        tz=settings.tz,
+        dialect=state.store.dialect,
+    )
+
+
+def get_policy(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Policy:
+    return policy_for(get_state(request), caller)
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 MappingsDep = Annotated[Mappings, Depends(get_mappings)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+PolicyDep = Annotated[Policy, Depends(get_policy)]

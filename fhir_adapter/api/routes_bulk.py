@@ -6,7 +6,8 @@ our flat ``$export-flat`` for BI tools.
 
 - Kick-off (§ "Bulk Data Kick-off Request"): ``GET /fhir/$export`` (system), ``GET
   /fhir/Patient/$export`` (all patients), ``GET /fhir/Group/{id}/$export`` (a CCO's children,
-  ``cco-<CCO id>``, or a stored Group). ``Prefer: respond-async`` is required (the IG lets a server
+  ``cco-<CCO id>``, or a stored Group; ``_source`` picks one when two sources hold its id).
+  ``Prefer: respond-async`` is required (the IG lets a server
   refuse a request without it: 400 here); ``Accept``, when sent, must allow
   ``application/fhir+json``. Parameters (§ "Query Parameters"): ``_outputFormat``
   (``application/fhir+ndjson``, ``application/ndjson``, ``ndjson``), ``_since`` (a FHIR instant),
@@ -284,9 +285,7 @@ class _Files:
         self.file_max = max(1, file_max)
         self.numbers: dict[str, int] = {}
 
-    def write(
-        self, prefix: str, rtype: str, lines: Iterable[bytes], on_file: Any = None
-    ) -> list[dict[str, Any]]:
+    def write(self, prefix: str, rtype: str, lines: Iterable[bytes]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         handle = None
         count = 0
@@ -302,8 +301,6 @@ class _Files:
                     handle = (self.folder / name).open("wb")
                     items.append({"type": rtype, "url": f"{self.url}/{name}", "count": 0})
                     count = 0
-                    if on_file is not None:
-                        on_file(name)
                 handle.write(line)
                 count += 1
         finally:

@@ -56,6 +56,7 @@ from fhir_adapter.fhir.dates import from_micros, to_micros
 from fhir_adapter.fhir.outcome import Issue, operation_outcome
 from fhir_adapter.fhir.resources import ID_RE
 from fhir_adapter.ingest import push
+from fhir_adapter.ingest.files import nesting_problem
 from fhir_adapter.ingest.quality import QualityRules, check_quality
 from fhir_adapter.ingest.runner import check_source
 from fhir_adapter.report.conformance import OperationRef, ResourceCapability
@@ -155,9 +156,13 @@ async def _json_body(request: Request) -> Any:
     if not body.strip():
         raise UsageError("the request body is empty: send a FHIR JSON resource")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"the request body is not JSON: {exc}") from None
+    deep = nesting_problem(value, body)
+    if deep:
+        raise UsageError(f"the request body is {deep}")
+    return value
 
 
 def _now(state: AppState) -> int:

@@ -31,6 +31,14 @@ Measure ids: ``oregon-se-issue-focused`` picks the version of the year the perio
 (``workflow.measure_spec``); ``oregon-se-issue-focused-2025`` (the id of the generated Measure of that
 year) must be the version that period picks, else 400.
 
+Tenancy (:mod:`fhir_adapter.auth.policy`, docs/security.md): evaluating operations need the
+``MeasureReport`` read scope and a role that evaluates (EHR clients: 403). A CCO client's population
+and subject-list reports count only the children the evaluation attributes to its CCOs and are
+stored under its own report source with ids of their own; its ``subject`` must be a child enrolled
+in one of its CCOs during the period (else 404, as for an unknown id); ``$care-gaps`` takes only its
+own CCOs as ``organization`` (else 403). The scope travels in job requests, so a job (and its re-run)
+answers what the caller may see.
+
 Long work: ``Prefer: respond-async`` turns any evaluating operation into a persisted job
 (``evaluate-measure``, ``evaluate``, ``care-gaps``); the job's result is exactly what the synchronous
 call would have answered. A missing ``asOf`` is fixed to the time of the request, so a job (and
@@ -54,11 +62,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from fhir_adapter.api.capabilities import Contribution
-from fhir_adapter.api.deps import AppState, CallerDep, StateDep
+from fhir_adapter.api.deps import AppState, Caller, CallerDep, PolicyDep, StateDep, require
 from fhir_adapter.api.jobs import JobContext, JobResult
 from fhir_adapter.api.responses import JSON_TYPES, FhirResponse
 from fhir_adapter.api.routes_ingest import quality_rules
 from fhir_adapter.api.routes_jobs import accepted, base_url, wants_async
+from fhir_adapter.auth.policy import EvaluationScope, Policy, Window
 from fhir_adapter.errors import NotFoundError, UnsupportedMediaTypeError, UsageError
 from fhir_adapter.fhir.dates import from_micros, iso_instant, parse_day_range, parse_instant, to_micros
 from fhir_adapter.fhir.outcome import Issue
@@ -72,7 +81,9 @@ from fhir_adapter.report.conformance import OperationRef, ResourceCapability, bu
 from fhir_adapter.report.datarequirements import build_data_requirements
 from fhir_adapter.report.measurereport import (
     ReportContext,
+    individual_id,
     individual_report,
+    report_id,
     subject_list_bundle,
     summary_report,
 )
@@ -552,9 +563,12 @@ class EvaluateArgs:
     as_of: datetime
     persist: bool
     fhir_base: str
+    #: the caller's tenancy (:class:`fhir_adapter.auth.policy.EvaluationScope`): CCO ids, or ``None``
+    tenant: tuple[str, ...] | None = None
 
     def to_json(self) -> Json:
         return {
+            "tenant": EvaluationScope(self.tenant).to_json(),
             "measures": [list(m) for m in self.measures],
             "periodStart": self.period_start.isoformat(),
             "periodEnd": self.period_end.isoformat(),
@@ -582,6 +596,7 @@ class EvaluateArgs:
             datetime.fromisoformat(data["asOf"]),
             bool(data["persist"]),
             str(data["fhirBase"]),
+            EvaluationScope.from_json(data.get("tenant")).ccos,
         )
 
 
@@ -686,24 +701,60 @@ def _evaluated_resources(state: AppState, ev: Evaluation, child: ChildResult, re
     return [found[k] for k in sorted(set(keys)) if k in found]
 
 
+def _retag_subject_list(ev: Evaluation, bundle: Json, tag: str) -> Json:
+    """Give a tenant's subject-list report and its individual reports ids of their own (the same
+    inputs evaluated for OHA keep theirs), rewriting the Lists that reference them."""
+    renamed = {
+        f"MeasureReport/{individual_id(ev, c)}": f"MeasureReport/{report_id(ev, 'individual', c.person, tag)}"
+        for c in ev.children
+    }
+    entries = bundle["entry"]
+    report = entries[0]["resource"]
+    report["id"] = report_id(ev, "subject-list", tag)
+    entries[0]["fullUrl"] = f"MeasureReport/{report['id']}"
+    bundle["id"] = report["id"] + "-bundle"
+    for contained in report.get("contained", []):
+        for entry in contained.get("entry", []):
+            item = entry.get("item", {})
+            item["reference"] = renamed.get(item.get("reference"), item.get("reference"))
+    for entry in entries[1:]:
+        new = renamed[f"MeasureReport/{entry['resource']['id']}"]
+        entry["fullUrl"] = new
+        entry["resource"]["id"] = new.removeprefix("MeasureReport/")
+    return bundle
+
+
 def evaluate_one(state: AppState, spec: MeasureSpec, args: EvaluateArgs, *, with_data: bool) -> Evaluated:
     """Evaluate one measure for ``args``; stores what must be stored (subject-list always, the report
-    when ``persist``)."""
+    when ``persist``). A CCO caller's population and subject-list reports cover only the children
+    the evaluation attributes to its CCOs (strata too), get ids of their own and are stored under
+    its report source (:mod:`fhir_adapter.auth.policy`)."""
+    scope = EvaluationScope(args.tenant)
     ev = _evaluate(state, spec, args, subject=args.subject, evidence=args.report_type != "population")
+    if args.report_type != "subject":
+        ev.children = scope.children(ev.children)
     ctx = _context(state, args.reporter)
     if args.report_type == "population":
-        result = Evaluated(summary_report(ev, ctx), [], [])
+        report = summary_report(ev, ctx)
+        if scope.tag is not None:
+            report["id"] = report_id(ev, "summary", scope.tag)
+        result = Evaluated(report, [], [])
     elif args.report_type == "subject":
         assert args.subject is not None
         child = _subject_child(ev, args.subject)
         report = individual_report(ev, ctx, child)
+        if scope.tag is not None:
+            report["id"] = report_id(ev, "individual", child.person, scope.tag)
         data = _evaluated_resources(state, ev, child, report) if with_data else []
         result = Evaluated(report, data, [])
     else:
-        report, lists, individuals = stored_subject_list(subject_list_bundle(ev, ctx))
+        bundle = subject_list_bundle(ev, ctx)
+        if scope.tag is not None:
+            bundle = _retag_subject_list(ev, bundle, scope.tag)
+        report, lists, individuals = stored_subject_list(bundle)
         result = Evaluated(report, [*lists, *individuals], [*lists, *individuals])
     if args.persist or result.stored:
-        _store(state, state.settings.report_source, [result.report, *result.stored])
+        _store(state, scope.report_source(state.settings.report_source), [result.report, *result.stored])
     return result
 
 
@@ -748,10 +799,13 @@ class CareGapsArgs:
     sources: SourceMode
     as_of: datetime
     fhir_base: str
+    #: the caller's tenancy (:class:`fhir_adapter.auth.policy.EvaluationScope`): CCO ids, or ``None``
+    tenant: tuple[str, ...] | None = None
 
     def to_json(self) -> Json:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data.update(
+            tenant=EvaluationScope(self.tenant).to_json(),
             measures=[list(m) for m in self.measures],
             statuses=list(self.statuses),
             period_start=self.period_start.isoformat(),
@@ -774,6 +828,7 @@ class CareGapsArgs:
             cast(SourceMode, data["sources"]),
             datetime.fromisoformat(data["as_of"]),
             str(data["fhir_base"]),
+            EvaluationScope.from_json(data.get("tenant")).ccos,
         )
 
 
@@ -831,8 +886,9 @@ def run_care_gaps(state: AppState, args: CareGapsArgs, progress: Progress | None
     document per child with a gap of a requested status."""
     eval_args = EvaluateArgs(
         args.measures, args.period_start, args.period_end, "subject", args.subject, args.source,
-        args.reporter, args.sources, args.as_of, False, args.fhir_base,
+        args.reporter, args.sources, args.as_of, False, args.fhir_base, args.tenant,
     )  # fmt: skip
+    scope = EvaluationScope(args.tenant)
     by_person: dict[str, list[tuple[Evaluation, ChildResult]]] = {}
     as_of = to_micros(args.as_of)
     for spec in (state.mappings.measures[m] for m in args.measures):
@@ -840,7 +896,8 @@ def run_care_gaps(state: AppState, args: CareGapsArgs, progress: Progress | None
             progress(f"evaluating {spec.id} {spec.version}")
         ev = _evaluate(state, spec, eval_args, subject=args.subject, evidence=True)
         as_of = ev.as_of
-        for child in ev.children:
+        # A subject was checked against the caller's tenancy when the request came in.
+        for child in ev.children if args.subject is not None else scope.children(ev.children):
             if args.organization is not None and child.cco != args.organization:
                 continue
             by_person.setdefault(child.person, []).append((ev, child))
@@ -883,6 +940,35 @@ def _check_id(measure_id: str) -> None:
         raise UsageError(f"{measure_id!r} is not a FHIR id", location="id")
 
 
+def _subject_source(state: AppState, policy: Policy, args: EvaluateArgs | CareGapsArgs) -> str | None:
+    if args.subject is None:
+        return args.source
+    window = Window(args.period_start, args.period_end)
+    return policy.resolve_subject(state.store, args.subject, args.source, window, to_micros(args.as_of))
+
+
+def _tenancy(state: AppState, policy: Policy, args: EvaluateArgs) -> EvaluateArgs:
+    """The request as this caller may make it: its evaluation scope (403 for EHR clients), and the
+    subject resolved among the Patient records the caller may evaluate (attributed to one of its
+    CCOs during the measurement period, as the store was at the data cut)."""
+    scope = policy.evaluation_scope()
+    return dataclasses.replace(args, tenant=scope.ccos, source=_subject_source(state, policy, args))
+
+
+def _evaluate_request(
+    state: AppState, policy: Policy, params: Params, measure_ids: list[str] | None, fhir_base: str
+) -> EvaluateArgs:
+    return _tenancy(state, policy, evaluate_args(state, params, measure_ids, fhir_base))
+
+
+def _care_gaps_request(state: AppState, policy: Policy, params: Params, fhir_base: str) -> CareGapsArgs:
+    args = care_gaps_args(state, params, fhir_base)
+    if args.organization is not None:
+        policy.check_organization(args.organization)
+    scope = policy.evaluation_scope()
+    return dataclasses.replace(args, tenant=scope.ccos, source=_subject_source(state, policy, args))
+
+
 async def _submit(request: Request, kind: str, payload: Json, owner: str) -> Response:
     job_id = await run_in_threadpool(request.app.state.jobs.submit, kind, payload, owner)
     return accepted(request, job_id)
@@ -894,19 +980,23 @@ _EVALUATE_MEASURE_SUMMARY = "Evaluate a measure (R4 $evaluate-measure): one Meas
 
 @router.get(_EVALUATE_MEASURE, operation_id="evaluate_measure_get", summary=_EVALUATE_MEASURE_SUMMARY)
 @router.post(_EVALUATE_MEASURE, operation_id="evaluate_measure_post", summary=_EVALUATE_MEASURE_SUMMARY)
-async def evaluate_measure(measure_id: str, request: Request, state: StateDep, caller: CallerDep) -> Response:
+async def evaluate_measure(
+    measure_id: str, request: Request, state: StateDep, caller: CallerDep, policy: PolicyDep
+) -> Response:
+    require(caller, "MeasureReport", "r")
     _check_id(measure_id)
     params = await read_params(request, EVALUATE_MEASURE_PARAMS, "evaluate-measure")
-    args = await run_in_threadpool(evaluate_args, state, params, [measure_id], _fhir_base(request))
+    args = await run_in_threadpool(_evaluate_request, state, policy, params, [measure_id], _fhir_base(request))
     if wants_async(request):
         return await _submit(request, "evaluate-measure", args.to_json(), caller.client_id)
     return FhirResponse(await run_in_threadpool(run_evaluate_measure, state, args))
 
 
 @router.post("/fhir/Measure/$evaluate", summary="Evaluate measures (DEQM $evaluate): Parameters of Bundles")
-async def evaluate(request: Request, state: StateDep, caller: CallerDep) -> Response:
+async def evaluate(request: Request, state: StateDep, caller: CallerDep, policy: PolicyDep) -> Response:
+    require(caller, "MeasureReport", "r")
     params = await read_params(request, EVALUATE_PARAMS, "evaluate")
-    args = await run_in_threadpool(evaluate_args, state, params, None, _fhir_base(request))
+    args = await run_in_threadpool(_evaluate_request, state, policy, params, None, _fhir_base(request))
     if wants_async(request):
         return await _submit(request, "evaluate", args.to_json(), caller.client_id)
     return FhirResponse(await run_in_threadpool(run_evaluate, state, args))
@@ -925,6 +1015,7 @@ def _data_requirements(state: AppState, measure_id: str, params: Params) -> Json
 async def data_requirements(
     measure_id: str, request: Request, state: StateDep, caller: CallerDep
 ) -> Response:
+    require(caller, "Measure", "r")
     _check_id(measure_id)
     params = await read_params(request, DATA_REQUIREMENTS_PARAMS, "data-requirements")
     return FhirResponse(await run_in_threadpool(_data_requirements, state, measure_id, params))
@@ -976,7 +1067,7 @@ def _store_submission(state: AppState, source: str, submission: Submission) -> J
     return bundle_outcome(submission, plan, stats)
 
 
-def _submit_data(state: AppState, source: str, body: Any, rules: QualityRules | None) -> Json:
+def _submit_data(state: AppState, caller: Caller, body: Any, rules: QualityRules | None) -> Json:
     quality = None
     if rules is not None:
 
@@ -984,7 +1075,11 @@ def _submit_data(state: AppState, source: str, body: Any, rules: QualityRules | 
             return check_quality(resource, rules, linked_encounters=linked)
 
     submissions = parse_submission(body, _measure_resolver(state), quality)
-    return outcomes_parameters([_store_submission(state, source, s) for s in submissions])
+    for submission in submissions:  # each resource is created or updated under the caller's source
+        for item in submission.items:
+            require(caller, item.rtype, "c")
+            require(caller, item.rtype, "u")
+    return outcomes_parameters([_store_submission(state, caller.source, s) for s in submissions])
 
 
 @router.post(
@@ -992,6 +1087,7 @@ def _submit_data(state: AppState, source: str, body: Any, rules: QualityRules | 
     summary="Submit data-collection MeasureReports and data of interest (DEQM STU5 $deqm-submit-data)",
 )
 async def submit_data(request: Request, state: StateDep, caller: CallerDep) -> Response:
+    require(caller, "MeasureReport", "c")
     media = request.headers.get("content-type", "").split(";", maxsplit=1)[0].strip().lower()
     if media not in JSON_TYPES:
         raise UnsupportedMediaTypeError(
@@ -1002,7 +1098,7 @@ async def submit_data(request: Request, state: StateDep, caller: CallerDep) -> R
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"the body is not JSON: {exc}") from None
     rules = await run_in_threadpool(quality_rules, request.app)
-    return FhirResponse(await run_in_threadpool(_submit_data, state, caller.source, body, rules))
+    return FhirResponse(await run_in_threadpool(_submit_data, state, caller, body, rules))
 
 
 _CARE_GAPS_SUMMARY = "Gaps in care (DEQM $care-gaps): Parameters of gaps-in-care document Bundles"
@@ -1010,9 +1106,10 @@ _CARE_GAPS_SUMMARY = "Gaps in care (DEQM $care-gaps): Parameters of gaps-in-care
 
 @router.get("/fhir/Measure/$care-gaps", operation_id="care_gaps_get", summary=_CARE_GAPS_SUMMARY)
 @router.post("/fhir/Measure/$care-gaps", operation_id="care_gaps_post", summary=_CARE_GAPS_SUMMARY)
-async def care_gaps(request: Request, state: StateDep, caller: CallerDep) -> Response:
+async def care_gaps(request: Request, state: StateDep, caller: CallerDep, policy: PolicyDep) -> Response:
+    require(caller, "MeasureReport", "r")
     params = await read_params(request, CARE_GAPS_PARAMS, "care-gaps")
-    args = await run_in_threadpool(care_gaps_args, state, params, _fhir_base(request))
+    args = await run_in_threadpool(_care_gaps_request, state, policy, params, _fhir_base(request))
     if wants_async(request):
         return await _submit(request, "care-gaps", args.to_json(), caller.client_id)
     return FhirResponse(await run_in_threadpool(run_care_gaps, state, args))

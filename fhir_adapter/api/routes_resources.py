@@ -44,10 +44,11 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from fhir_adapter.api.capabilities import Contribution
-from fhir_adapter.api.deps import AppState, Caller, CallerDep, StateDep
+from fhir_adapter.api.deps import AppState, Caller, CallerDep, PolicyDep, StateDep, require
 from fhir_adapter.api.errors import outcome_response
 from fhir_adapter.api.responses import FhirResponse
 from fhir_adapter.api.routes_jobs import base_url
+from fhir_adapter.auth.policy import Policy, Predicate
 from fhir_adapter.errors import GoneError, NotFoundError, UnsupportedMediaTypeError, UsageError
 from fhir_adapter.fhir.dates import from_micros
 from fhir_adapter.fhir.outcome import Issue
@@ -172,10 +173,12 @@ def _choose(rtype: str, rid: str, rows: Sequence[_Version], caller: Caller, what
 
 
 def _versions(
-    store: Store, rtype: str, rid: str, *, version: int | None, source: str | None
+    store: Store, rtype: str, rid: str, *, version: int | None, source: str | None, restrict: Predicate
 ) -> list[_Version]:
-    sql = search.versions_sql(current=version is None, source=source)
-    params: dict[str, Any] = {"rtype": rtype, "rid": rid}
+    """Versions the caller may see (``restrict``: its tenancy, :mod:`fhir_adapter.auth.policy`);
+    another tenant's resource is as unknown as a missing one (404)."""
+    sql = search.versions_sql(current=version is None, source=source, restrict=restrict.and_sql())
+    params: dict[str, Any] = {**restrict.params, "rtype": rtype, "rid": rid}
     if version is not None:
         params["version"] = version
     if source is not None:
@@ -324,7 +327,11 @@ class _Request:
     digest: str
 
 
-def _parse(rtype: str, pairs: Pairs, known: frozenset[str], *, strict: bool, state: AppState) -> _Request:
+def _parse(
+    rtype: str, pairs: Pairs, known: frozenset[str], *, strict: bool, state: AppState, tenant: str = "all"
+) -> _Request:
+    """``tenant`` (:attr:`fhir_adapter.auth.policy.Policy.key`) goes into the digest page tokens carry,
+    so a token is refused (400) when replayed by a caller of another tenant."""
     settings = state.settings
     criteria: list[tuple[str, str | None, str]] = []
     used: Pairs = []
@@ -367,7 +374,7 @@ def _parse(rtype: str, pairs: Pairs, known: frozenset[str], *, strict: bool, sta
             f"unknown or unsupported search parameter(s): {', '.join(sorted(set(unknown)))[:300]}",
             location=unknown[0],
         )
-    digest = hashlib.blake2b(orjson.dumps([rtype, sorted(used)]), digest_size=8).hexdigest()
+    digest = hashlib.blake2b(orjson.dumps([rtype, sorted(used), tenant]), digest_size=8).hexdigest()
     page = _decode_page(page_raw, digest) if page_raw else None
     return _Request(criteria, used, count, summary_count, page, digest)
 
@@ -424,9 +431,16 @@ def _bundle(
     return FhirResponse(bundle)
 
 
-def _search_stored(request: Request, state: AppState, rtype: str, req: _Request) -> Response:
+def _search_stored(
+    request: Request, state: AppState, rtype: str, req: _Request, restrict: Predicate
+) -> Response:
+    """``restrict`` (the caller's tenancy) is ANDed into the count and into every page's query, so
+    following links (or replaying a token) never reaches another tenant's rows."""
     ctx = search.SearchContext(state.settings.tz, state.settings.member_id_system)
     query = search.build_query(rtype, req.criteria, ctx)
+    if not restrict.unrestricted:
+        query.where.append(f"({restrict.sql})")
+        query.params.update(restrict.params)
     page = req.page
     if page is not None and not ({"b", "n"} <= page.keys() and ("a" in page) != ("p" in page)):
         raise UsageError("_page: not a page token of this server", location="_page")
@@ -479,16 +493,24 @@ def _search_definitions(request: Request, state: AppState, rtype: str, req: _Req
     return _bundle(request, rtype, req, total, [(d.rid, d.resource) for d in chosen], pages)
 
 
-def _search(request: Request, state: AppState, rtype: str, pairs: Pairs) -> Response:
+def _restriction(state: AppState, policy: Policy, rtype: str) -> Predicate:
+    """The caller's tenancy on stored ``rtype`` rows, attribution as of now over the read window."""
+    return policy.resources(rtype, policy.read_window(state.clock()))
+
+
+def _search(
+    request: Request, state: AppState, rtype: str, pairs: Pairs, caller: Caller, policy: Policy
+) -> Response:
     problem = _check_type(rtype) or _check_format(pairs)
     if problem is not None:
         return problem
     strict = _strict(request)
-    if rtype in DEFINITIONAL:
+    if rtype in DEFINITIONAL:  # generated from the mappings: any authenticated caller
         req = _parse(rtype, pairs, _DEFINITION_NAMES, strict=strict, state=state)
         return _search_definitions(request, state, rtype, req)
-    req = _parse(rtype, pairs, frozenset(search.params_for(rtype)), strict=strict, state=state)
-    return _search_stored(request, state, rtype, req)
+    require(caller, rtype, "s")
+    req = _parse(rtype, pairs, frozenset(search.params_for(rtype)), strict=strict, state=state, tenant=policy.key)
+    return _search_stored(request, state, rtype, req, _restriction(state, policy, rtype))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -496,12 +518,16 @@ def _search(request: Request, state: AppState, rtype: str, pairs: Pairs) -> Resp
 
 
 @router.get("/fhir/{rtype:fhirtype}", summary="Search a resource type (R4 search-type)")
-def search_type(rtype: str, request: Request, state: StateDep, caller: CallerDep) -> Response:
-    return _search(request, state, rtype, list(request.query_params.multi_items()))
+def search_type(
+    rtype: str, request: Request, state: StateDep, caller: CallerDep, policy: PolicyDep
+) -> Response:
+    return _search(request, state, rtype, list(request.query_params.multi_items()), caller, policy)
 
 
 @router.post("/fhir/{rtype:fhirtype}/_search", summary="Search by POST (R4 http.html#search, form-encoded)")
-async def search_post(rtype: str, request: Request, state: StateDep, caller: CallerDep) -> Response:
+async def search_post(
+    rtype: str, request: Request, state: StateDep, caller: CallerDep, policy: PolicyDep
+) -> Response:
     body = await request.body()
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if body and media != "application/x-www-form-urlencoded":
@@ -513,11 +539,13 @@ async def search_post(rtype: str, request: Request, state: StateDep, caller: Cal
     except UnicodeDecodeError as exc:
         raise UsageError("the form body is not UTF-8") from exc
     pairs = list(request.query_params.multi_items()) + form
-    return await run_in_threadpool(_search, request, state, rtype, pairs)
+    return await run_in_threadpool(_search, request, state, rtype, pairs, caller, policy)
 
 
 @router.get("/fhir/{rtype:fhirtype}/{rid:fhirid}", summary="Read the current version (R4 read)")
-def read(rtype: str, rid: str, request: Request, state: StateDep, caller: CallerDep) -> Response:
+def read(
+    rtype: str, rid: str, request: Request, state: StateDep, caller: CallerDep, policy: PolicyDep
+) -> Response:
     pairs = list(request.query_params.multi_items())
     problem = _check_type(rtype) or _check_format(pairs)
     if problem is not None:
@@ -525,8 +553,10 @@ def read(rtype: str, rid: str, request: Request, state: StateDep, caller: Caller
     if rtype in DEFINITIONAL:
         item = _definitions(request, state).get(rtype, rid)
         return _resource_response(item.resource, item.version_id, None)
+    require(caller, rtype, "r")
     source = _single(pairs, "_source")
-    rows = _versions(state.store, rtype, rid, version=None, source=source)
+    restrict = _restriction(state, policy, rtype)
+    rows = _versions(state.store, rtype, rid, version=None, source=source, restrict=restrict)
     if not rows:
         where = f" in source {source}" if source else ""
         raise NotFoundError(f"{rtype}/{rid} is not known{where}", location="id")
@@ -539,7 +569,9 @@ def read(rtype: str, rid: str, request: Request, state: StateDep, caller: Caller
 
 
 @router.get("/fhir/{rtype:fhirtype}/{rid:fhirid}/_history/{vid}", summary="Read one version (R4 vread)")
-def vread(rtype: str, rid: str, vid: str, request: Request, state: StateDep, caller: CallerDep) -> Response:
+def vread(
+    rtype: str, rid: str, vid: str, request: Request, state: StateDep, caller: CallerDep, policy: PolicyDep
+) -> Response:
     pairs = list(request.query_params.multi_items())
     problem = _check_type(rtype) or _check_format(pairs)
     if problem is not None:
@@ -549,10 +581,12 @@ def vread(rtype: str, rid: str, vid: str, request: Request, state: StateDep, cal
         if vid != item.version_id:
             raise NotFoundError(f"{rtype}/{rid} has no version {vid[:64]!r} (current: {item.version_id})")
         return _resource_response(item.resource, item.version_id, None)
+    require(caller, rtype, "r")
     if not vid.isdigit() or len(vid) > 9:
         raise NotFoundError(f"{rtype}/{rid} has no version {vid[:64]!r}", location="vid")
     source = _single(pairs, "_source")
-    rows = _versions(state.store, rtype, rid, version=int(vid), source=source)
+    restrict = _restriction(state, policy, rtype)
+    rows = _versions(state.store, rtype, rid, version=int(vid), source=source, restrict=restrict)
     if not rows:
         raise NotFoundError(f"{rtype}/{rid} has no version {vid}", location="vid")
     chosen = _choose(rtype, rid, rows, caller, f"/_history/{vid}")

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+# re.ASCII: FHIR digits are [0-9] (R4 §2.24.0.1 regexes); \d alone would take other scripts' digits.
+_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$", re.ASCII)
 _DATETIME_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$"
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$", re.ASCII
 )
 
 
@@ -86,7 +87,7 @@ def parse_day_range(value: object, tz: ZoneInfo) -> DayRange | None:
                 tzinfo = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
             local_day = naive.replace(tzinfo=tzinfo).astimezone(tz).date()
         return DayRange(local_day, local_day, "day")
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an offset moves year 1 or 9999 off the calendar
         return None
 
 
@@ -95,14 +96,17 @@ def parse_instant(value: str, tz: ZoneInfo | None = None) -> datetime:
     UTC datetime. A date alone means the end of that day in ``tz`` (the reporting time zone;
     UTC when not given). Raises ``ValueError``."""
     text = value.strip()
-    if _DATE_RE.match(text) and len(text) == 10:
-        day = date.fromisoformat(text)
-        end = datetime(day.year, day.month, day.day, 23, 59, 59, 999999, tzinfo=tz or UTC)
-        return end.astimezone(UTC)
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError(f"{value!r} has no time-zone offset")
-    return parsed.astimezone(UTC)
+    try:
+        if _DATE_RE.match(text) and len(text) == 10:
+            day = date.fromisoformat(text)
+            end = datetime(day.year, day.month, day.day, 23, 59, 59, 999999, tzinfo=tz or UTC)
+            return end.astimezone(UTC)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise ValueError(f"{value!r} has no time-zone offset")
+        return parsed.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved off the calendar by the offset
+        raise ValueError(f"{value!r} is outside the calendar in UTC") from None
 
 
 def to_micros(moment: datetime) -> int:

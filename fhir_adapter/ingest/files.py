@@ -27,6 +27,33 @@ _PEEK = 1 << 20
 SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
 
 
+#: Deepest JSON nesting accepted, counting objects and arrays (the resource itself is level 1).
+#: UNVERIFIED bound: FHIR R4 sets none; real resources (nested Questionnaire items, extensions on
+#: extensions, contained resources) stay far below it. orjson serialises at most 254 levels and
+#: the store must be able to serve back what it keeps, and deeper input only costs recursion.
+MAX_NESTING = 100
+
+
+def nesting_problem(value: Any, raw: bytes | None = None) -> str | None:
+    """Why ``value`` (parsed from ``raw``, when given) nests too deep to store, or ``None``.
+    With ``raw``, the brackets are counted first (C speed) and the values walked only when there
+    are more than :data:`MAX_NESTING` of them. Iterative: no recursion limit applies. Pure."""
+    if not isinstance(value, dict | list):
+        return None
+    if raw is not None and raw.count(b"{") + raw.count(b"[") <= MAX_NESTING:
+        return None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_NESTING:
+                    return f"JSON nested deeper than {MAX_NESTING} levels"
+                stack.append((child, depth + 1))
+    return None
+
+
 @dataclass(frozen=True)
 class LineError:
     location: str
@@ -97,7 +124,7 @@ def parse_ndjson_line(line: bytes, location: str) -> Iterator[Item]:
     except orjson.JSONDecodeError as exc:
         yield LineError(location, f"not JSON: {exc}")
         return
-    problem = check_resource(value)
+    problem = nesting_problem(value, line) or check_resource(value)
     if problem:
         yield LineError(location, problem)
         return
@@ -112,6 +139,10 @@ def _read_json(path: Path, data: bytes) -> Iterator[Item]:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         yield LineError(f"{path}:{_line_of(data, exc.pos)}", f"not JSON: {exc.msg}")
+        return
+    deep = nesting_problem(value, data)
+    if deep:
+        yield LineError(f"{path}:1", deep)
         return
     if isinstance(value, dict) and value.get("resourceType") == "Bundle":
         yield from _bundle_entries(f"{path}:1", value)

@@ -460,7 +460,7 @@ def _claim_like(r: Mapping[str, Any], rtype: str, rules: QualityRules, out: list
             )
         )
     status = r.get("status")
-    if status in _COUNTED_CLAIM_STATUS_NOT:
+    if isinstance(status, str) and status in _COUNTED_CLAIM_STATUS_NOT:
         out.append(
             _issue(
                 "claim-status-not-counted",
@@ -468,7 +468,8 @@ def _claim_like(r: Mapping[str, Any], rtype: str, rules: QualityRules, out: list
                 f"{rtype}.status",
             )
         )
-    if rtype == "ExplanationOfBenefit" and r.get("outcome") not in _COUNTED_EOB_OUTCOMES:
+    outcome = r.get("outcome")
+    if rtype == "ExplanationOfBenefit" and not (isinstance(outcome, str) and outcome in _COUNTED_EOB_OUTCOMES):
         out.append(
             _issue(
                 "eob-outcome-not-counted",

@@ -142,7 +142,11 @@ def find_group(
 def snapshot(store: Store) -> Iterator[Connection]:
     """One read transaction that sees one state of the store. On SQLite, writers that began
     before are waited for first (an immediate write transaction queues behind them), and a WAL
-    read transaction is a snapshot; on PostgreSQL the transaction is ``REPEATABLE READ``."""
+    read transaction is a snapshot; on PostgreSQL the transaction is ``REPEATABLE READ``.
+
+    Known limit (Bulk Data 3.0 ``transactionTime``: a server "might need to wait for any pending
+    transactions"): on PostgreSQL, a write stamped before the kick-off whose transaction commits
+    after this snapshot is taken is in neither this export nor the next ``_since`` one."""
     if store.dialect == "sqlite":
         with store.write():
             pass

@@ -88,7 +88,7 @@ class Facts:
 def _codings(concept: Any) -> Iterator[tuple[str, str]]:
     if not isinstance(concept, dict):
         return
-    for coding in concept.get("coding") or ():
+    for coding in _items(concept.get("coding")):
         if isinstance(coding, dict):
             code = coding.get("code")
             if isinstance(code, str) and code.strip():
@@ -155,13 +155,19 @@ def _denied(adjudications: Any) -> int:
     return 0
 
 
+def _items(value: Any) -> list[Any]:
+    """``value`` when it is a JSON array, else an empty one (R4 JSON §2.6.2 represents every
+    0..* element as an array; a scalar or object in its place is not read)."""
+    return value if isinstance(value, list) else []
+
+
 def _obj(value: Any) -> dict[str, Any]:
     """``value`` when it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
 
 
 def _ext(resource: dict[str, Any], url: str) -> dict[str, Any] | None:
-    for ext in resource.get("extension") or ():
+    for ext in _items(resource.get("extension")):
         if isinstance(ext, dict) and ext.get("url") == url:
             return ext
     return None
@@ -172,7 +178,7 @@ def _omb_text(ext: dict[str, Any] | None) -> str | None:
     if ext is None:
         return None
     text = None
-    for sub in ext.get("extension") or ():
+    for sub in _items(ext.get("extension")):
         if not isinstance(sub, dict):
             continue
         if sub.get("url") == "ombCategory" and isinstance(sub.get("valueCoding"), dict):
@@ -187,7 +193,7 @@ def _omb_text(ext: dict[str, Any] | None) -> str | None:
 
 def _patient(r: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -> Facts:
     member_id = None
-    for ident in r.get("identifier") or ():
+    for ident in _items(r.get("identifier")):
         if (
             isinstance(ident, dict)
             and ident.get("system") == member_system
@@ -208,14 +214,14 @@ def _patient(r: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -
     birth_sex_ext = _ext(r, US_CORE + "us-core-birthsex")
     birth_sex = birth_sex_ext.get("valueCode") if birth_sex_ext else None
     language = None
-    comms = [c for c in r.get("communication") or () if isinstance(c, dict)]
+    comms = [c for c in _items(r.get("communication")) if isinstance(c, dict)]
     comms.sort(key=lambda c: c.get("preferred") is not True)
     for comm in comms:
         language = _first_code(comm.get("language"))
         if language:
             break
     county = None
-    for address in r.get("address") or ():
+    for address in _items(r.get("address")):
         if isinstance(address, dict) and isinstance(address.get("district"), str):
             county = address["district"][:64]
             break
@@ -274,7 +280,7 @@ def _coverage(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
     )
     tail = (start.first.toordinal() if start else None, end.last.toordinal() if end else None)
     facts = Facts()
-    for payor in r.get("payor") or ():
+    for payor in _items(r.get("payor")):
         if not isinstance(payor, dict):
             continue
         ident = payor.get("identifier")
@@ -292,7 +298,7 @@ def _coverage(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
 
 def _organization(r: dict[str, Any], source: str) -> Facts:
     facts = Facts()
-    for ident in r.get("identifier") or ():
+    for ident in _items(r.get("identifier")):
         if isinstance(ident, dict) and isinstance(ident.get("value"), str):
             system = ident.get("system")
             facts.org_idents.append(
@@ -315,13 +321,13 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
     facts = Facts()
     # Diagnoses: principal by type, else the lowest sequence (spec §3 "Diagnosis position").
     diagnoses: list[tuple[int, Any, bool]] = []
-    for dx in r.get("diagnosis") or ():
+    for dx in _items(r.get("diagnosis")):
         if not isinstance(dx, dict):
             continue
         seq: int = dx["sequence"] if isinstance(dx.get("sequence"), int) else 0
         principal = _has_code(
-            dx.get("type") or (), "http://terminology.hl7.org/CodeSystem/ex-diagnosistype", "principal"
-        ) or any(code == "principal" for concept in dx.get("type") or () for _s, code in _codings(concept))
+            _items(dx.get("type")), "http://terminology.hl7.org/CodeSystem/ex-diagnosistype", "principal"
+        ) or any(code == "principal" for concept in _items(dx.get("type")) for _s, code in _codings(concept))
         diagnoses.append((seq, dx, principal))
     primary_seq = next((s for s, _d, p in diagnoses if p), min((s for s, _d, _p in diagnoses), default=None))
     by_seq: dict[int, list[tuple[str, str]]] = {}
@@ -337,7 +343,7 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
             conditions_by_seq.setdefault(seq, []).append(cond)
             facts.refs.append(("diagnosis", "Condition", cond, rank, 0))
     first_day: int | None = None
-    for index, item in enumerate(r.get("item") or (), start=1):
+    for index, item in enumerate(_items(r.get("item")), start=1):
         if not isinstance(item, dict):
             continue
         line: int = item["sequence"] if isinstance(item.get("sequence"), int) else index
@@ -353,14 +359,14 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
         facts.lines.append((line, day, day_last, _denied(item.get("adjudication")), None))
         for system, code in _codings(item.get("productOrService")):
             facts.codes.append((line, "proc", None, system, code))
-        for pointer in item.get("diagnosisSequence") or ():
+        for pointer in _items(item.get("diagnosisSequence")):
             if isinstance(pointer, int):
                 rank = PRIMARY if pointer == primary_seq else SECONDARY
                 for system, code in by_seq.get(pointer, ()):
                     facts.codes.append((line, "dx", rank, system, code))
                 for cond in conditions_by_seq.get(pointer, ()):
                     facts.refs.append(("diagnosis", "Condition", cond, rank, line))
-    for related in r.get("related") or ():
+    for related in _items(r.get("related")):
         if not isinstance(related, dict):
             continue
         codes = {code for _s, code in _codings(related.get("relationship"))}
@@ -377,7 +383,7 @@ def _claim_like(r: dict[str, Any], source: str, rtype: str, tz: ZoneInfo) -> Fac
         ref_ident = _identifier_key(related.get("reference"))
         if ref_ident is not None:
             facts.refs.append((fieldname, "identifier", ref_ident, None, 0))
-    for ident in r.get("identifier") or ():
+    for ident in _items(r.get("identifier")):
         key = _identifier_key(ident)
         if key is not None:
             facts.refs.append(("ident", "identifier", key, None, 0))
@@ -439,11 +445,11 @@ def _reasons(r: dict[str, Any], facts: Facts, ref_field: str, *, primary_allowed
     """``reasonCode`` and ``reasonReference`` as diagnoses; the first reason is primary (spec §3
     "Diagnosis position" applied to clinical events: UNVERIFIED, the project's reading)."""
     rank = PRIMARY if primary_allowed else SECONDARY
-    for concept in r.get("reasonCode") or ():
+    for concept in _items(r.get("reasonCode")):
         for system, code in _codings(concept):
             facts.codes.append((0, "dx", rank, system, code))
         rank = SECONDARY
-    for ref in r.get("reasonReference") or ():
+    for ref in _items(r.get("reasonReference")):
         cond = _ref_id(ref, "Condition")
         if cond:
             facts.refs.append((ref_field, "Condition", cond, rank, 0))
@@ -454,10 +460,10 @@ def _encounter(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
     facts = Facts()
     period = _obj(r.get("period"))
     day = _day(period.get("start"), tz) or _day(period.get("end"), tz)
-    for concept in [*(r.get("type") or ()), r.get("serviceType")]:
+    for concept in [*_items(r.get("type")), r.get("serviceType")]:
         for system, code in _codings(concept):
             facts.codes.append((0, "proc", None, system, code))
-    for dx in r.get("diagnosis") or ():
+    for dx in _items(r.get("diagnosis")):
         if isinstance(dx, dict):
             cond = _ref_id(dx.get("condition"), "Condition")
             if cond:
@@ -467,7 +473,7 @@ def _encounter(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
     ranked = any(ref[3] == PRIMARY for ref in facts.refs)
     _reasons(r, facts, "diagnosis", primary_allowed=not ranked)
     provider = _provider(r.get("serviceProvider"))
-    for participant in r.get("participant") or ():
+    for participant in _items(r.get("participant")):
         if isinstance(participant, dict) and participant.get("individual"):
             provider = _provider(participant.get("individual")) or provider
             break
@@ -494,7 +500,7 @@ def _procedure(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
         facts.codes.append((0, "proc", None, system, code))
     _reasons(r, facts, "reason", primary_allowed=True)
     provider = None
-    for performer in r.get("performer") or ():
+    for performer in _items(r.get("performer")):
         if isinstance(performer, dict):
             provider = _provider(performer.get("actor"))
             if provider:
@@ -541,10 +547,10 @@ def _condition(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
 
 def _service_request(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
     facts = Facts()
-    for concept in [r.get("code"), *(r.get("category") or ())]:
+    for concept in [r.get("code"), *_items(r.get("category"))]:
         for system, code in _codings(concept):
             facts.codes.append((0, "proc", None, system, code))
-    for concept in r.get("reasonCode") or ():
+    for concept in _items(r.get("reasonCode")):
         for system, code in _codings(concept):
             facts.codes.append((0, "dx", SECONDARY, system, code))
     facts.event = _event(
@@ -598,7 +604,7 @@ def _human_name(names: Any) -> str | None:
         text = _text(name.get("text"), 256)
         if text:
             return text
-        given = [g.strip() for g in name.get("given") or () if isinstance(g, str) and g.strip()]
+        given = [g.strip() for g in _items(name.get("given")) if isinstance(g, str) and g.strip()]
         family = _text(name.get("family"), 256)
         parts = [*given, family] if family else given
         if parts:
@@ -618,7 +624,7 @@ def _county(addresses: Any) -> str | None:
 def _practitioner(r: dict[str, Any], source: str) -> Facts:
     """Practitioner (FHIR R4 §8.4; US Core Practitioner): NPI identifier, name, and the NUCC
     taxonomy of ``qualification.code``."""
-    qualifications = [_obj(q).get("code") for q in r.get("qualification") or ()]
+    qualifications = [_obj(q).get("code") for q in _items(r.get("qualification"))]
     row = (
         source, "Practitioner", str(r["id"]), _npi(r.get("identifier")), _taxonomy(qualifications),
         _human_name(r.get("name")), None, None, None, _county(r.get("address")), None, None,
@@ -633,7 +639,7 @@ def _practitioner_role(r: dict[str, Any], source: str) -> Facts:
     NPI identifier, else the one on the ``practitioner`` reference."""
     practitioner = _obj(r.get("practitioner"))
     organization = _obj(r.get("organization"))
-    taxonomy = _taxonomy(r.get("specialty") or ()) or _taxonomy(r.get("code") or ())
+    taxonomy = _taxonomy(_items(r.get("specialty"))) or _taxonomy(_items(r.get("code")))
     network = _ext(r, EXT_IN_NETWORK)
     flag = network.get("valueBoolean") if network else None
     cco = _ext(r, EXT_CCO)
@@ -661,10 +667,10 @@ def _organization_provider(r: dict[str, Any], source: str) -> tuple[Any, ...]:
     organisation is a provider: it has an NPI (NPPES issues NPIs to providers only), a provider
     type (``prov``, ``dept``, ``team``) or a type mentioning a clinic."""
     npi = _npi(r.get("identifier"))
-    types = [t for t in r.get("type") or () if isinstance(t, dict)]
+    types = [t for t in _items(r.get("type")) if isinstance(t, dict)]
     codes = {code for t in types for _s, code in _codings(t)}
     texts = [str(t.get("text") or "") for t in types] + [
-        str(c.get("display") or "") for t in types for c in t.get("coding") or () if isinstance(c, dict)
+        str(c.get("display") or "") for t in types for c in _items(t.get("coding")) if isinstance(c, dict)
     ]
     name = _text(r.get("name"), 256)
     provider = (
@@ -708,7 +714,7 @@ def _group(r: dict[str, Any], source: str, member_system: str, tz: ZoneInfo) -> 
     group_cco = _cco_token(r) if _ext(r, EXT_CCO) else _cco_token(r.get("managingEntity"))
     contract = _ext(r, ATR_CONTRACT_PERIOD)
     default_period = _obj(contract.get("valuePeriod")) if contract else {}
-    for member in r.get("member") or ():
+    for member in _items(r.get("member")):
         if not isinstance(member, dict) or member.get("inactive") is True:
             continue
         entity = _obj(member.get("entity"))
@@ -790,7 +796,7 @@ def _task(r: dict[str, Any], source: str, tz: ZoneInfo) -> Facts:
     (it selects its own event types); the referral loop does."""
     facts = Facts()
     seen: set[str] = set()
-    for element in [r.get("focus"), *(r.get("basedOn") or ())]:
+    for element in [r.get("focus"), *_items(r.get("basedOn"))]:
         request = _ref_id(element, "ServiceRequest")
         if request and request not in seen:
             seen.add(request)
@@ -819,7 +825,7 @@ def _observation_value(r: dict[str, Any]) -> str | None:
         text = _text(concept.get("text"), 128)
         if text:
             return text
-        for coding in concept.get("coding") or ():
+        for coding in _items(concept.get("coding")):
             if isinstance(coding, dict):
                 found = _text(coding.get("display"), 128) or _text(coding.get("code"), 128)
                 if found:

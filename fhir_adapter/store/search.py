@@ -654,11 +654,12 @@ def page_sql(
 MAX_RKEY_SQL = "SELECT COALESCE(MAX(rkey), 0) FROM resources"
 
 
-def versions_sql(*, current: bool, source: str | None) -> str:
+def versions_sql(*, current: bool, source: str | None, restrict: str = "") -> str:
     """Versions of ``:rtype``/``:rid`` (the current ones, or version ``:version``), in every
-    source or in ``:source``. Columns: rkey, source, version, ingested_at, deleted."""
+    source or in ``:source``; ``restrict`` (`` AND (…)`` on ``r``) is the caller's tenancy
+    condition. Columns: rkey, source, version, ingested_at, deleted."""
     head = "SELECT r.rkey, r.source, r.version, r.ingested_at, r.deleted FROM resources r WHERE "
-    which = "r.superseded_at IS NULL" if current else "r.version = :version"
+    which = ("r.superseded_at IS NULL" if current else "r.version = :version") + restrict
     if source is not None:
         return f"{head}r.source = :source AND r.rtype = :rtype AND r.rid = :rid AND {which}"
     return (

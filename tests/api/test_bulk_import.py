@@ -62,7 +62,7 @@ def files() -> Iterator[FileServer]:
 
 
 @pytest.fixture
-def importer(api_settings: Settings, store: Store, files: FileServer) -> Callable[..., TestClient]:
+def importer(api_settings: Settings, store: Store, files: FileServer) -> Iterator[Callable[..., TestClient]]:
     opened: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
@@ -78,7 +78,7 @@ def importer(api_settings: Settings, store: Store, files: FileServer) -> Callabl
         opened.append(client)
         return client
 
-    yield make  # type: ignore[misc]
+    yield make
     for client in opened:
         client.__exit__(None, None, None)
 
