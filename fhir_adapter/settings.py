@@ -83,6 +83,20 @@ class Settings(BaseSettings):
     #: Hosts ``POST /fhir/$import`` may fetch files from: exact ``host`` or ``host:port`` (https
     #: only), or ``http://host[:port]`` to allow plain http too. Empty: ``$import`` fetches nothing.
     import_allowed_hosts: list[str] = Field(default_factory=list)
+    #: Longest NDJSON line (bytes, newline excluded) accepted by ``$ingest``, ``$import`` and
+    #: ``fhir-adapter ingest``: a longer line is rejected with its line number, the others are kept.
+    max_ndjson_line_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Requests per minute per client id (per IP address without a valid token), also on
+    #: ``/auth/token``; beyond it HTTP 429 with ``Retry-After``. A token bucket in each worker
+    #: process, so the effective limit is this times the number of workers. ``None``: no limit.
+    rate_limit_per_minute: int | None = Field(default=600, ge=1)
+    #: Small-cell suppression of published summary MeasureReports (``fhir-adapter evaluate``,
+    #: ``$evaluate-measure`` population reports): counts 1 … N−1 and their complements are masked
+    #: (fhir_adapter/report/suppression.py; 11 follows CMS's 1–10 rule). ``None``: off.
+    suppression_threshold: int | None = Field(default=None, ge=2)
+    #: Folder of ``fhir-adapter reconcile --out-dir`` outputs (the folder or its subfolders); the
+    #: dashboard shows the newest ``summary.json`` there. ``None``: no reconciliation panel data.
+    reconciliation_dir: Path | None = None
 
     # -- SMART Backend Services (fhir_adapter/auth) -----------------------------------------
     #: Every request except discovery, ``/healthz``, ``/auth/token`` and the OpenAPI docs needs a

@@ -37,6 +37,7 @@ def open_store(settings: Settings) -> Store:
 
 
 def ingest(settings: Settings, store: Store, paths: list[Path], source: str, **kwargs: Any) -> IngestResult:
+    kwargs.setdefault("max_line_bytes", settings.max_ndjson_line_bytes)
     return ingest_paths(
         store, paths, source, batch_size=settings.ingest_batch_size, workers=settings.ingest_workers, **kwargs
     )

@@ -17,7 +17,9 @@ import orjson
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from fhir_adapter import logsafe
 from fhir_adapter.api import (
+    audit,
     routes_auth,
     routes_bulk,
     routes_ingest,
@@ -30,6 +32,9 @@ from fhir_adapter.api.capabilities import Contribution, merge
 from fhir_adapter.api.deps import AppState, get_caller
 from fhir_adapter.api.errors import install_error_handlers
 from fhir_adapter.api.jobs import JobManager
+from fhir_adapter.api.limits import RateLimitMiddleware, TokenBuckets
+from fhir_adapter.api.openapi import describe
+from fhir_adapter.auth.tokens import server_secret
 from fhir_adapter.fhir.outcome import error_outcome
 from fhir_adapter.ingest.runner import Clock, utc_now
 from fhir_adapter.report.conformance import build_capability_statement
@@ -51,6 +56,7 @@ ROUTER_MODULES: list[ModuleType] = [
     routes_ingest,
     routes_measure,
     routes_bulk,
+    audit,  # before routes_resources: /fhir/AuditEvent is the audit trail, not a stored type
     routes_resources,
 ]
 
@@ -160,6 +166,32 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+class _NulMiddleware:
+    """HTTP 400 with an OperationOutcome for a URL whose path or query holds a NUL character
+    (``%00``): no FHIR id, type or search value contains one (R4 §2.24.0.1 ``string``), the store
+    never holds one, and PostgreSQL cannot even compare text with it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = bytes(scope.get("query_string") or b"")
+        if scope["type"] == "http" and (
+            "\x00" in str(scope.get("path", "")) or b"\x00" in query or b"%00" in query
+        ):
+            body = orjson.dumps(error_outcome("the URL contains a NUL character (%00)", "invalid"))
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [(b"content-type", b"application/fhir+json; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 async def _too_large(send: Send, limit: int) -> None:
     body = orjson.dumps(error_outcome(f"request body larger than {limit} bytes", "too-costly"))
     await send(
@@ -182,6 +214,7 @@ def capabilities() -> Contribution:
 def create_app(settings: Settings, *, clock: Clock = utc_now, store: Store | None = None) -> FastAPI:
     """The service for ``settings``; ``store`` may be passed in (tests), else it is opened from
     ``settings.database_url`` and closed at shutdown."""
+    logsafe.install()  # no PHI in third-party logs (query strings, SQL rows, tracebacks)
     own_store = store is None
     the_store = store or Store.open(
         settings.database_url, tz=settings.tz, member_system=settings.member_id_system
@@ -233,7 +266,23 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, store: Store | Non
         if register_jobs is not None:
             register_jobs(app)
     jobs.recover()
+    derived_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:  # what the routes really take and answer (api/openapi.py)
+        if app.openapi_schema is None:
+            app.openapi_schema = describe(derived_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(_BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(_NulMiddleware)
+    # outermost to innermost: metrics, audit (records every answer, 429s too), rate limit
+    identify = audit.Identifier(server_secret(settings, the_store) if settings.auth_required else None)
+    if settings.rate_limit_per_minute is not None:
+        app.add_middleware(RateLimitMiddleware, buckets=TokenBuckets(settings.rate_limit_per_minute),
+                           identify=identify)  # fmt: skip
+    app.add_middleware(audit.AuditMiddleware, store=the_store, clock=clock, identify=identify,
+                       registry=app.state.metrics.registry)  # fmt: skip
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     return app
 

@@ -39,10 +39,17 @@ PUBLIC_PATHS = frozenset(
         "/healthz",
         "/auth/token",
         "/fhir/docs/what-to-send",
+        "/dashboard/login",
+        "/dashboard/logout",
+        "/dashboard/static/{name}",
     }
 )
 #: The one path the static scrape token (``Settings.metrics_token``) opens.
 METRICS_PATH = "/metrics"
+#: The dashboard (a browser page that only reads, with GET) may carry the access token in this
+#: HttpOnly, SameSite=Strict cookie instead of the Authorization header (routes_dashboard.py).
+DASHBOARD_PATH = "/dashboard"
+DASHBOARD_COOKIE = "fhir_adapter_dashboard"
 _PERMISSION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
@@ -116,6 +123,11 @@ def get_caller(request: Request) -> Caller:
         and hmac.compare_digest(token.strip().encode(), scrape.get_secret_value().encode())
     ):
         return Caller("metrics-scraper", settings.api_default_source, role="metrics")
+    if scheme.lower() != "bearer" and _dashboard_read(request, path):
+        token = request.cookies.get(DASHBOARD_COOKIE, "")
+        if not token.strip():  # the dashboard answers with its sign-in page
+            return Caller("anonymous", settings.api_default_source)
+        scheme = "bearer"
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError(
             "an access token is required: 'Authorization: Bearer <token>', from POST /auth/token "
@@ -130,6 +142,16 @@ def get_caller(request: Request) -> Caller:
         role=identity.role,
         ccos=identity.ccos,
         scopes=identity.scopes,
+    )
+
+
+def _dashboard_read(request: Request, path: str | None) -> bool:
+    """A GET (or HEAD) of a dashboard page: the only requests the dashboard cookie authenticates
+    (so it can never authorise a change, whatever another site makes a browser send)."""
+    return (
+        path is not None
+        and (path == DASHBOARD_PATH or path.startswith(DASHBOARD_PATH + "/"))
+        and request.method in ("GET", "HEAD")
     )
 
 

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from fhir_adapter.api.responses import FhirResponse
 from fhir_adapter.errors import AdapterError
 from fhir_adapter.fhir.outcome import Issue, operation_outcome
+from fhir_adapter.logsafe import log_exception
 
 log = logging.getLogger("fhir_adapter.api")
 
@@ -71,8 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
-        # Logged by class and message only: a message may hold PHI from the request.
-        log.exception("unexpected %s", exc.__class__.__name__)
+        # Logged by class and stack only: a message may hold PHI from the request.
+        log_exception(log, "unexpected %s", exc.__class__.__name__, exc=exc)
         return outcome_response(
             500, [Issue("fatal", "exception", "internal error; the server log has the details")]
         )

@@ -27,6 +27,7 @@ from sqlalchemy import text
 from fhir_adapter.errors import AdapterError, NotFoundError, UsageError
 from fhir_adapter.fhir.dates import to_micros
 from fhir_adapter.ingest.runner import Clock
+from fhir_adapter.logsafe import log_exception
 from fhir_adapter.store.db import DRIVER_ERRORS, Store
 
 log = logging.getLogger("fhir_adapter.jobs")
@@ -168,8 +169,8 @@ class JobManager:
         except AdapterError as exc:
             self._finish(job_id, "failed", error=str(exc))
             return
-        except Exception as exc:  # a job must never die silently
-            log.exception("job %s (%s) failed", job_id, job.kind)
+        except Exception as exc:  # a job must never die silently (its message may hold PHI: not logged)
+            log_exception(log, "job %s (%s) failed", job_id, job.kind, exc=exc)
             self._finish(job_id, "failed", error=f"internal error ({exc.__class__.__name__})")
             return
         self._finish(job_id, "completed", result=result)
@@ -193,8 +194,8 @@ class JobManager:
                         "error": error,
                     },
                 )
-        except DRIVER_ERRORS:
-            log.exception("cannot record the end of job %s", job_id)
+        except DRIVER_ERRORS as exc:
+            log_exception(log, "cannot record the end of job %s", job_id, exc=exc)
 
     def _touch(self, job_id: str, progress: str) -> bool:
         with self.store.write() as conn:

@@ -24,6 +24,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from fhir_adapter.api import audit
 from fhir_adapter.api.capabilities import Contribution
 from fhir_adapter.api.routes_jobs import base_url
 from fhir_adapter.auth.clients import SIGNING_ALGS
@@ -173,6 +174,7 @@ async def token(request: Request) -> Response:
             400, "invalid_request", f"parameter(s) sent more than once: {', '.join(repeated)}"
         )
     params = {name: values[0] for name, values in parsed.items()}
+    audit.note_token_client(request, params)  # the claimed client id, never the assertion
     service: TokenService = request.app.state.auth
     try:
         issued = await run_in_threadpool(service.issue, params, token_url(request))

@@ -42,8 +42,12 @@ file by file, with the data-quality warnings of ``$ingest``.
 (:mod:`fhir_adapter.report.export`): a CSV (Excel-friendly) or Parquet file, not a FHIR resource;
 with ``Prefer: respond-async`` a job (kind ``export-flat``) whose result is the file.
 
-Tenancy: a caller with role ``cco`` exports only its own CCOs' Groups (``cco-<id>``) and flat
-tables.
+Tenancy (:mod:`fhir_adapter.auth.policy`, the one policy of every route): an export holds only
+the rows the client that started it may read (an EHR: what it submitted; a CCO: its attributed
+children, as known at the data cut, and the provider directory), whatever its level; a CCO's
+Groups are its own CCOs' ``cco-<id>``. Files are served to that client (or OHA, an administrator),
+like its status URL. A flat export needs a role that runs evaluations and holds only a CCO
+caller's own children.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
 from fhir_adapter.api.capabilities import Contribution
-from fhir_adapter.api.deps import AppState, Caller, CallerDep, StateDep, require
+from fhir_adapter.api.deps import AppState, Caller, CallerDep, StateDep, policy_for, require
 from fhir_adapter.api.jobs import Job, JobContext, JobResult
 from fhir_adapter.api.responses import FHIR_NDJSON, JSON_TYPES
 from fhir_adapter.api.routes_ingest import quality_rules
@@ -192,14 +196,39 @@ def _types(
     return chosen
 
 
-def _tenancy(caller: Caller, level: Level, group: GroupRef | None) -> None:
-    """A CCO client exports only its own CCOs' children (their virtual Groups)."""
-    if caller.role != "cco":
-        return
-    if level == "group" and group is not None and group.cco is not None and group.cco.id in caller.ccos:
+def _check_group(caller: Caller, group: GroupRef) -> None:
+    """A CCO client's Groups are its own CCOs' virtual Groups (stored Groups may list other CCOs'
+    members: :mod:`fhir_adapter.auth.policy`)."""
+    if caller.role != "cco" or (group.cco is not None and group.cco.id in caller.ccos):
         return
     own = ", ".join(f"Group/{bulk.cco_group_id(c)}/$export" for c in caller.ccos) or "none"
-    raise ForbiddenError(f"a CCO client exports only its own children: {own}")
+    raise ForbiddenError(f"a CCO client exports only its own CCOs' Groups: {own}")
+
+
+def _tenant_of(caller: Caller) -> dict[str, Any]:
+    """Who asked, as the job keeps it (the rows it may see are decided when the job runs)."""
+    return {
+        "client_id": caller.client_id,
+        "source": caller.source,
+        "role": caller.role,
+        "ccos": list(caller.ccos),
+    }
+
+
+def _tenant_filter(state: AppState, job: dict[str, Any], cut: Cut) -> bulk.Tenant:
+    """The tenancy policy (:meth:`fhir_adapter.auth.policy.Policy.resources`) of the client that
+    started the export, with attribution as known at the data cut over the policy's read window
+    ending on the cut's day."""
+    who = job["tenant"]
+    caller = Caller(str(who["client_id"]), str(who["source"]), role=str(who["role"]), ccos=tuple(who["ccos"]))
+    policy = policy_for(state, caller)
+    window = policy.read_window(from_micros(cut.as_of))
+
+    def tenant(rtype: str, alias: str) -> tuple[str, dict[str, Any]] | None:
+        predicate = policy.resources(rtype, window, as_of=cut.as_of, alias=alias)
+        return None if predicate.unrestricted else (predicate.sql, dict(predicate.params))
+
+    return tenant
 
 
 def _kick_off(
@@ -238,7 +267,7 @@ def _kick_off(
         require(caller, "Group", "r")
         source = next((v for k, v in pairs if k == "_source" and v), None)
         group = bulk.find_group(state.store, state.mappings.ccos, group_id, as_of, source)
-    _tenancy(caller, level, group)
+        _check_group(caller, group)
     query = urlencode(pairs)
     job = {
         "level": level,
@@ -253,6 +282,7 @@ def _kick_off(
         "notes": notes,
         "file_max": FILE_MAX_RESOURCES,
         "requires_access_token": state.settings.auth_required,
+        "tenant": _tenant_of(caller),
     }
     job_id = request.app.state.jobs.submit("export", job, caller.client_id)
     return accepted(request, job_id)
@@ -347,13 +377,14 @@ def run_export_job(state: AppState, ctx: JobContext, job: dict[str, Any]) -> Job
         cut = _cut(settings, int(job["as_of"]), job.get("since"))
         output: list[dict[str, Any]] = []
         deleted: list[dict[str, Any]] = []
+        tenant = _tenant_filter(state, job, cut)
         with bulk.snapshot(state.store) as conn:
             members = bulk.prepare_scope(conn, level, _group_ref(state, job), cut)
             if level == "group":
                 ctx.progress(f"{members} group members")
             for rtype in job["types"]:
                 ctx.progress(f"{rtype}: reading")
-                rows = bulk.iter_resources(conn, rtype, level, cut)
+                rows = bulk.iter_resources(conn, rtype, level, cut, tenant=tenant)
                 output += files.write(rtype, rtype, _resource_lines(rows, ctx, rtype))
             if cut.since is not None:
                 ctx.progress("deletions: reading")
@@ -361,7 +392,7 @@ def run_export_job(state: AppState, ctx: JobContext, job: dict[str, Any]) -> Job
                     orjson.dumps(flat.deleted_bundle(t.rtype, t.rid, t.source, instant_text(t.deleted_at),
                                                      f"deleted-{t.rkey}")) + b"\n"
                     for rtype in job["types"]
-                    for t in bulk.iter_tombstones(conn, rtype, level, cut)
+                    for t in bulk.iter_tombstones(conn, rtype, level, cut, tenant=tenant)
                 )  # fmt: skip
                 deleted = files.write("deleted", "Bundle", lines)
         error = files.write(
@@ -395,8 +426,7 @@ def export_file(job_id: str, name: str, state: StateDep, caller: CallerDep, requ
     job = request.app.state.jobs.get(job_id)
     if job.kind != "export" or job.status != "completed":
         raise NotFoundError(f"export {job_id} has no files (it is {job.status})")
-    if state.settings.auth_required and job.owner != caller.client_id:
-        raise ForbiddenError("the files of an export are served only to the client that started it")
+    policy_for(state, caller).check_job(job_id, job.owner)  # its owner (or OHA, an administrator)
     rtype = name.rsplit("-", 1)[0]
     if rtype in EXPORT_TYPES:
         require(caller, rtype, "r")
@@ -459,6 +489,7 @@ def run_import_job(app: FastAPI, ctx: JobContext, job: dict[str, Any]) -> JobRes
         clock=state.clock,
         allowed=ScopeSet.parse(str(job.get("scopes", ""))).allows,
         progress=ctx.progress,
+        max_line_bytes=settings.max_ndjson_line_bytes,
     )
     return JobResult(orjson.dumps(ack))
 
@@ -476,18 +507,6 @@ def _date(pairs: dict[str, str], name: str) -> date:
         raise UsageError(f"{name} {value[:32]!r} is not a date (YYYY-MM-DD)", location=name) from None
 
 
-def _flat_cco(caller: Caller, cco: str | None) -> str | None:
-    if caller.role != "cco":
-        return cco
-    if cco is None and len(caller.ccos) == 1:
-        return caller.ccos[0]
-    if cco is None or cco not in caller.ccos:
-        raise ForbiddenError(
-            f"a CCO client exports only its own CCO: cco={' or '.join(caller.ccos) or 'none'}"
-        )
-    return cco
-
-
 def _flat_job(request: Request, state: AppState, caller: Caller) -> dict[str, Any]:
     pairs = dict(request.query_params.items())
     measure = pairs.get("measure")
@@ -500,11 +519,15 @@ def _flat_job(request: Request, state: AppState, caller: Caller) -> dict[str, An
     sources = pairs.get("sources", "all")
     if sources not in ("all", "claims"):
         raise UsageError(f"sources {sources[:32]!r}: all or claims", location="sources")
-    cco = _flat_cco(caller, pairs.get("cco") or None)
+    cco = pairs.get("cco") or None
     flat.check_flat_request(table, fmt, cco, state.mappings)
     require(caller, "MeasureReport", "r")
+    policy = policy_for(state, caller)
+    scope = policy.evaluation_scope()  # 403 for roles that run no evaluations
+    if cco is not None:
+        policy.check_organization(cco)
     return {"measure": measure, "period_start": start.isoformat(), "period_end": end.isoformat(),
-            "table": table, "format": fmt, "sources": sources, "cco": cco}  # fmt: skip
+            "table": table, "format": fmt, "sources": sources, "cco": cco, "ccos": scope.to_json()}  # fmt: skip
 
 
 def run_flat_job(state: AppState, job: dict[str, Any]) -> tuple[bytes, str]:
@@ -518,6 +541,7 @@ def run_flat_job(state: AppState, job: dict[str, Any]) -> tuple[bytes, str]:
         str(job["table"]),
         sources=job["sources"],
         cco=job.get("cco"),
+        ccos=job.get("ccos"),
         clock=state.clock,
     )
     return table.encode(job["format"]), flat.media_type(job["format"])

@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import HTMLResponse, Response
 
-from fhir_adapter.api import markdown
+from fhir_adapter.api import audit, markdown
 from fhir_adapter.api.capabilities import Contribution
 from fhir_adapter.api.deps import AppState, CallerDep, StateDep, get_state, require
 from fhir_adapter.api.jobs import JobContext, JobResult
@@ -56,7 +56,7 @@ from fhir_adapter.fhir.dates import from_micros, to_micros
 from fhir_adapter.fhir.outcome import Issue, operation_outcome
 from fhir_adapter.fhir.resources import ID_RE
 from fhir_adapter.ingest import push
-from fhir_adapter.ingest.files import nesting_problem
+from fhir_adapter.ingest.files import json_problem
 from fhir_adapter.ingest.quality import QualityRules, check_quality
 from fhir_adapter.ingest.runner import check_source
 from fhir_adapter.report.conformance import OperationRef, ResourceCapability
@@ -159,9 +159,9 @@ async def _json_body(request: Request) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"the request body is not JSON: {exc}") from None
-    deep = nesting_problem(value, body)
-    if deep:
-        raise UsageError(f"the request body is {deep}")
+    problem = json_problem(value, body)
+    if problem:
+        raise UsageError(f"the request body cannot be stored: {problem}")
     return value
 
 
@@ -277,9 +277,11 @@ async def transaction_or_batch(request: Request, state: StateDep, caller: Caller
     rules = quality_rules(request.app)
     run = push.transaction if kind == "transaction" else push.batch
     source = check_source(caller.source)
+    audit.note(request, interaction=kind)
     result = await run_in_threadpool(
         lambda: run(state.store, source, entries, _now(state), rules=rules, allowed=caller.scopes.allows)
     )
+    audit.note(request, audit.bundle_entities(kind, entries, result.body, result.status))
     s = result.stats
     _count_stats(request, s.created, s.updated, s.unchanged, s.deleted)
     _count(request, "rejected", result.rejected)
@@ -325,10 +327,13 @@ async def ingest_operation(request: Request, state: StateDep, caller: CallerDep)
         batch_size=settings.ingest_batch_size,
         clock=state.clock,
         allowed=caller.scopes.allows,
+        max_line_bytes=settings.max_ndjson_line_bytes,
     )
     s = result.stats
     _count_stats(request, s.created, s.updated, s.unchanged, s.deleted)
     _count(request, "rejected", len(result.errors))
+    audit.note(request, detail=f"$ingest: created {s.created}, updated {s.updated}, unchanged {s.unchanged}, "
+               f"deleted {s.deleted}, rejected {len(result.errors)}")  # fmt: skip
     return FhirResponse(ack)
 
 
@@ -598,6 +603,7 @@ def register_jobs(app: FastAPI) -> None:
                 clock=state.clock,
                 on_progress=lambda n: ctx.progress(f"{n} lines read"),
                 allowed=ScopeSet.parse(str(request.get("scopes", ""))).allows,
+                max_line_bytes=state.settings.max_ndjson_line_bytes,
             )
         path.unlink(missing_ok=True)
         return JobResult(orjson.dumps(ack))

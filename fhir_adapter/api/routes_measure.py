@@ -61,6 +61,7 @@ from sqlalchemy import bindparam, text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from fhir_adapter.api import audit
 from fhir_adapter.api.capabilities import Contribution
 from fhir_adapter.api.deps import AppState, Caller, CallerDep, PolicyDep, StateDep, require
 from fhir_adapter.api.jobs import JobContext, JobResult
@@ -96,6 +97,7 @@ from fhir_adapter.report.submitdata import (
     parse_submission,
     plan_bundle,
 )
+from fhir_adapter.report.suppression import DEFAULT_THRESHOLD, extension_url, suppress_report
 from fhir_adapter.store.db import ParsedResource, WriteStats, canonical_bytes
 from fhir_adapter.store.evaluate import ChildResult, Evaluation
 from fhir_adapter.workflow import EvaluationRequest, report_context, run_evaluation
@@ -112,7 +114,8 @@ OP_SUBMIT_DATA = "http://hl7.org/fhir/us/davinci-deqm/OperationDefinition/submit
 OP_CARE_GAPS = "http://hl7.org/fhir/us/davinci-deqm/OperationDefinition/care-gaps"
 
 _EXTENSIONS_DOC = (
-    "Extensions: sources (claims|all), asOf (data cut), source (which source's Patient/<id>), persist."
+    "Extensions: sources (claims|all), asOf (data cut), source (which source's Patient/<id>), persist, "
+    "suppress (population reports: mask counts 1..N-1 and their complements; true means 11)."
 )
 CAPABILITIES = Contribution(
     resources={
@@ -193,6 +196,7 @@ EVALUATE_MEASURE_PARAMS: ParamSpec = {
     "reportType": (0, 1),
     "subject": (0, 1),
     "persist": (0, 1),
+    "suppress": (0, 1),
     **_EVALUATING,
 }
 EVALUATE_PARAMS: ParamSpec = {**EVALUATE_MEASURE_PARAMS, "measureId": (0, None), "measureUrl": (0, None)}
@@ -278,6 +282,9 @@ async def read_params(request: Request, spec: ParamSpec, operation: str) -> Para
         if not name.startswith("_"):
             values.setdefault(name, []).append(Value(value, name))
     for name, found in values.items():
+        for value in found:
+            if "\x00" in value.text:  # no stored value holds one (PostgreSQL text cannot)
+                raise UsageError(f"{name} contains a NUL character", location=value.where)
         if name not in spec:
             known = ", ".join(sorted(spec))
             raise UsageError(
@@ -565,6 +572,8 @@ class EvaluateArgs:
     fhir_base: str
     #: the caller's tenancy (:class:`fhir_adapter.auth.policy.EvaluationScope`): CCO ids, or ``None``
     tenant: tuple[str, ...] | None = None
+    #: small-cell suppression threshold of population reports (:mod:`fhir_adapter.report.suppression`)
+    suppress: int | None = None
 
     def to_json(self) -> Json:
         return {
@@ -580,6 +589,7 @@ class EvaluateArgs:
             "asOf": self.as_of.isoformat(),
             "persist": self.persist,
             "fhirBase": self.fhir_base,
+            "suppress": self.suppress,
         }
 
     @classmethod
@@ -597,6 +607,7 @@ class EvaluateArgs:
             bool(data["persist"]),
             str(data["fhirBase"]),
             EvaluationScope.from_json(data.get("tenant")).ccos,
+            data.get("suppress"),
         )
 
 
@@ -640,7 +651,29 @@ def evaluate_args(
         _as_of(params, state),
         _flag(params, "persist"),
         fhir_base,
+        suppress=_suppress(params, state, report_type),
     )
+
+
+def _suppress(params: Params, state: AppState, report_type: str) -> int | None:
+    """``suppress``: a threshold (an integer ≥ 2) or ``true`` (11, CMS's 1–10 rule); the site's
+    ``suppression_threshold`` is a floor a request cannot lower."""
+    value = params.one("suppress")
+    floor = state.settings.suppression_threshold if report_type == "population" else None
+    if value is None:
+        return floor
+    if report_type != "population":
+        raise UsageError("suppress applies to population (summary) reports only", location=value.where)
+    text = value.text.strip().lower()
+    if text == "true":
+        asked = DEFAULT_THRESHOLD
+    elif text.isdigit() and 2 <= int(text) <= 1_000_000:
+        asked = int(text)
+    else:
+        raise UsageError(
+            f"suppress {value.text[:32]!r}: give true or a threshold of at least 2", location=value.where
+        )
+    return max(asked, floor or 0)
 
 
 def _context(state: AppState, reporter: str | None) -> ReportContext:
@@ -738,6 +771,9 @@ def evaluate_one(state: AppState, spec: MeasureSpec, args: EvaluateArgs, *, with
         report = summary_report(ev, ctx)
         if scope.tag is not None:
             report["id"] = report_id(ev, "summary", scope.tag)
+        if args.suppress is not None:
+            url = extension_url(state.settings.canonical_base)
+            report = suppress_report(report, args.suppress, extension_url=url)
         result = Evaluated(report, [], [])
     elif args.report_type == "subject":
         assert args.subject is not None
@@ -987,6 +1023,9 @@ async def evaluate_measure(
     _check_id(measure_id)
     params = await read_params(request, EVALUATE_MEASURE_PARAMS, "evaluate-measure")
     args = await run_in_threadpool(_evaluate_request, state, policy, params, [measure_id], _fhir_base(request))
+    if args.subject:  # an individual report reads that child's records
+        subject = args.subject.split("/", 1)
+        audit.note(request, [audit.Entity("Measure", measure_id, "E"), audit.Entity(subject[0], subject[-1], "R")])
     if wants_async(request):
         return await _submit(request, "evaluate-measure", args.to_json(), caller.client_id)
     return FhirResponse(await run_in_threadpool(run_evaluate_measure, state, args))

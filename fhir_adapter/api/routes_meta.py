@@ -1,5 +1,8 @@
 """Discovery and operations endpoints: ``/fhir/metadata`` (R4 §3.1.0.15 capabilities
-interaction), ``/healthz`` and ``/metrics`` (Prometheus text exposition format 0.0.4)."""
+interaction), ``/healthz`` and ``/metrics`` (Prometheus text exposition format 0.0.4).
+
+``/metrics`` is for operators: an oha or admin client's access token, or the static scrape token
+``Settings.metrics_token`` (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from sqlalchemy import text
 from starlette.responses import Response
 
 from fhir_adapter.api.capabilities import Contribution
-from fhir_adapter.api.deps import StateDep
+from fhir_adapter.api.deps import PolicyDep, StateDep
 from fhir_adapter.api.responses import FhirResponse
 from fhir_adapter.errors import StoreError
 from fhir_adapter.store.db import DRIVER_ERRORS
@@ -35,5 +38,6 @@ def healthz(state: StateDep) -> Response:
 
 
 @router.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-def metrics(request: Request) -> Response:
+def metrics(request: Request, policy: PolicyDep) -> Response:
+    policy.check_metrics()
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

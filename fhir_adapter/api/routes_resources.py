@@ -43,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
+from fhir_adapter.api import audit
 from fhir_adapter.api.capabilities import Contribution
 from fhir_adapter.api.deps import AppState, Caller, CallerDep, PolicyDep, StateDep, require
 from fhir_adapter.api.errors import outcome_response
@@ -538,6 +539,9 @@ async def search_post(
         form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError as exc:
         raise UsageError("the form body is not UTF-8") from exc
+    if any("\x00" in key or "\x00" in value for key, value in form):
+        raise UsageError("the form body contains a NUL character (%00)")
+    audit.note_parameter_names(request, (key for key, _value in form))
     pairs = list(request.query_params.multi_items()) + form
     return await run_in_threadpool(_search, request, state, rtype, pairs, caller, policy)
 
@@ -605,7 +609,7 @@ _INTERACTIONS = ("read", "vread", "search-type")
 def _capabilities() -> Contribution:
     """Every R4 type: read, vread and search with exactly the parameters implemented."""
     resources: dict[str, ResourceCapability] = {}
-    for rtype in sorted(R4_RESOURCE_TYPES):
+    for rtype in sorted(R4_RESOURCE_TYPES - {"AuditEvent"}):  # the audit trail: fhir_adapter.api.audit
         if rtype in DEFINITIONAL:
             resources[rtype] = ResourceCapability(
                 interactions=_INTERACTIONS,

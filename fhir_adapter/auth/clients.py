@@ -31,6 +31,7 @@ import orjson
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from fhir_adapter.auth.policy import is_reserved_source
 from fhir_adapter.auth.scopes import ScopeSet
 from fhir_adapter.errors import ConflictError, InvalidDataError, NotFoundError, UsageError
 from fhir_adapter.fhir.dates import to_micros
@@ -212,7 +213,7 @@ def _check_registration(reg: Registration, known_ccos: Collection[str], reserved
         raise UsageError("give exactly one of a JWK Set (--jwks FILE) or a JWK Set URL (--jwks-url URL)")
     source = reg.source or reg.client_id
     check_source(source)
-    if source in reserved:
+    if any(is_reserved_source(source, name) for name in reserved):  # also the per-CCO report sources
         raise UsageError(f"source name {source!r} is reserved for the adapter's own data")
 
 

@@ -86,10 +86,14 @@ def ingest(paths: tuple[Path, ...], source: str, database: str | None, quiet: bo
     "--out", type=click.Path(path_type=Path), default=None, help="Write to this file instead of stdout."
 )
 @click.option("--persist", is_flag=True, help="Also store the per-child results as a run (eval_runs).")
+@click.option(
+    "--suppress", type=click.IntRange(min=2), is_flag=False, flag_value=11, default=None, metavar="[N]",
+    help="Mask counts 1..N-1 and their complements in a summary (default N 11; setting suppression_threshold).",
+)  # fmt: skip
 @database_option
 def evaluate_cmd(
     measure: str, period_start: date, period_end: date, report_type: str, subject: str | None, source: str | None,
-    sources: str, as_of: str | None, out: Path | None, persist: bool, database: str | None,
+    sources: str, as_of: str | None, out: Path | None, persist: bool, suppress: int | None, database: str | None,
 ) -> None:  # fmt: skip
     """Evaluate a measure and print a DEQM MeasureReport (JSON)."""
     from fhir_adapter import workflow
@@ -98,6 +102,8 @@ def evaluate_cmd(
     settings = settings_for(database)
     if persist and subject is not None:
         raise UsageError("--persist stores a whole population's results; it cannot be used with --subject")
+    if suppress is not None and report_type != "summary":
+        raise UsageError("--suppress applies to summary reports (the published ones), not to " + report_type)
     if report_type == "individual" and subject is None:
         err.print("note: no --subject: writing a Bundle of individual reports", highlight=False)
     as_of_time = None
@@ -126,7 +132,13 @@ def evaluate_cmd(
     finally:
         store.close()
     ctx = workflow.report_context(settings, ev.spec.hash)
-    write_json(workflow.build_report(ev, ctx, report_type), out)  # type: ignore[arg-type]
+    report = workflow.build_report(ev, ctx, report_type)  # type: ignore[arg-type]
+    threshold = suppress if suppress is not None else settings.suppression_threshold
+    if threshold is not None and report_type == "summary":
+        from fhir_adapter.report.suppression import extension_url, suppress_report
+
+        report = suppress_report(report, threshold, extension_url=extension_url(settings.canonical_base))
+    write_json(report, out)
 
 
 @main.command()

@@ -7,6 +7,7 @@ import os
 import click
 
 from fhir_adapter.cli.common import database_option, err, main, settings_for
+from fhir_adapter.logsafe import uvicorn_log_config
 
 
 @main.command()
@@ -41,5 +42,6 @@ def serve(host: str, port: int, workers: int, log_level: str, database: str | No
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=uvicorn_log_config(log_level),  # access lines without query strings (no PHI)
         proxy_headers=True,
     )

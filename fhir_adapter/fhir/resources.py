@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-ID_RE = re.compile(r"^[A-Za-z0-9\-\.]{1,64}$")
+# \Z, not $: "$" also matches before a trailing newline, which no FHIR id may hold.
+ID_RE = re.compile(r"^[A-Za-z0-9\-\.]{1,64}\Z")
 
 #: Every R4 (4.0.1) resource type.
 R4_RESOURCE_TYPES = frozenset(
@@ -179,4 +180,44 @@ def check_resource(value: Any) -> str | None:
         return f"{rtype} has no id"
     if not ID_RE.match(rid):
         return f"{rtype} id {rid[:80]!r} is not a valid FHIR id"
+    return None
+
+
+#: Deepest JSON nesting accepted, counting objects and arrays (the resource itself is level 1).
+#: UNVERIFIED bound: FHIR R4 sets none; real resources (nested Questionnaire items, extensions on
+#: extensions, contained resources) stay far below it. orjson serialises at most 254 levels and
+#: the store must be able to serve back what it keeps, and deeper input only costs recursion.
+MAX_NESTING = 100
+_NUL = b"\\u0000"
+
+
+def json_problem(value: Any, raw: bytes | None = None) -> str | None:
+    """Why parsed JSON ``value`` cannot be stored although it parsed, or ``None``: nesting deeper
+    than :data:`MAX_NESTING`, or a NUL character in a string or name (R4 §2.24.0.1 ``string``:
+    no control characters but tab, CR and LF; PostgreSQL text cannot hold NUL, and both engines
+    must accept the same data). With ``raw`` (the bytes ``value`` was parsed from) the bytes are
+    scanned first (C speed) and the values walked only when that cannot rule a problem out.
+    Iterative, so no recursion limit applies. Pure."""
+    if not isinstance(value, dict | list):
+        return None
+    deep = raw is None or raw.count(b"{") + raw.count(b"[") > MAX_NESTING
+    nul = raw is None or _NUL in raw
+    if not (deep or nul):
+        return None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if nul and any("\x00" in key for key in item):
+                return "a JSON name contains a NUL character (U+0000)"
+            children: Any = item.values()
+        else:
+            children = item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_NESTING:
+                    return f"JSON nested deeper than {MAX_NESTING} levels"
+                stack.append((child, depth + 1))
+            elif nul and isinstance(child, str) and "\x00" in child:
+                return "a string contains a NUL character (U+0000), which FHIR strings do not allow"
     return None

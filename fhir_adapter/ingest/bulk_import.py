@@ -331,9 +331,11 @@ def run_import(
     progress: Progress | None = None,
     resolve: Resolver | None = system_resolver,
     transport: httpx.BaseTransport | None = None,
+    max_line_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Fetch and store every input in order (one failing file does not stop the others); the
-    acknowledgement OperationOutcome (module docstring)."""
+    acknowledgement OperationOutcome (module docstring). A line longer than ``max_line_bytes`` is
+    a rejected line of its file."""
     hosts = parse_allowed_hosts(allowed_hosts)
     spool.mkdir(parents=True, exist_ok=True)
     issues: list[Issue] = []
@@ -366,8 +368,9 @@ def run_import(
                     progress(f"file {n} of {len(manifest.inputs)}: storing")
                 with path.open("rb") as lines:
                     result, ack = push.ingest_ndjson(
-                        store, lines, source, rules=rules, batch_size=batch_size, clock=clock, allowed=allowed
-                    )
+                        store, lines, source, rules=rules, batch_size=batch_size, clock=clock, allowed=allowed,
+                        max_line_bytes=max_line_bytes,
+                    )  # fmt: skip
             finally:
                 path.unlink(missing_ok=True)
             done += 1

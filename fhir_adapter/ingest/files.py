@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -20,38 +20,11 @@ import orjson
 
 from fhir_adapter.errors import UsageError
 from fhir_adapter.fhir.references import parse_reference
-from fhir_adapter.fhir.resources import ID_RE, check_resource
+from fhir_adapter.fhir.resources import ID_RE, check_resource, json_problem
 from fhir_adapter.store.db import ParsedResource
 
 _PEEK = 1 << 20
 SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
-
-
-#: Deepest JSON nesting accepted, counting objects and arrays (the resource itself is level 1).
-#: UNVERIFIED bound: FHIR R4 sets none; real resources (nested Questionnaire items, extensions on
-#: extensions, contained resources) stay far below it. orjson serialises at most 254 levels and
-#: the store must be able to serve back what it keeps, and deeper input only costs recursion.
-MAX_NESTING = 100
-
-
-def nesting_problem(value: Any, raw: bytes | None = None) -> str | None:
-    """Why ``value`` (parsed from ``raw``, when given) nests too deep to store, or ``None``.
-    With ``raw``, the brackets are counted first (C speed) and the values walked only when there
-    are more than :data:`MAX_NESTING` of them. Iterative: no recursion limit applies. Pure."""
-    if not isinstance(value, dict | list):
-        return None
-    if raw is not None and raw.count(b"{") + raw.count(b"[") <= MAX_NESTING:
-        return None
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth + 1 > MAX_NESTING:
-                    return f"JSON nested deeper than {MAX_NESTING} levels"
-                stack.append((child, depth + 1))
-    return None
 
 
 @dataclass(frozen=True)
@@ -92,14 +65,17 @@ def _is_ndjson(path: Path, head: bytes) -> bool:
     return len(first) > 1 and first[1].strip().startswith(b"{") and first[0].rstrip().endswith(b"}")
 
 
-def read_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[Item]:
-    """Yield parsed resources and line errors from one file, in file order."""
+def read_file(
+    path: Path, on_bytes: Callable[[int], None] | None = None, max_line_bytes: int | None = None
+) -> Iterator[Item]:
+    """Yield parsed resources and line errors from one file, in file order; an NDJSON line longer
+    than ``max_line_bytes`` is a line error (and is never held in memory whole)."""
     with _open(path) as stream:
         # A buffer large enough that peek() sees past a long first line.
         buffered = io.BufferedReader(stream, buffer_size=_PEEK)  # type: ignore[type-var]
         head = buffered.peek(_PEEK)[:_PEEK]
         if _is_ndjson(path, head):
-            yield from _read_ndjson(path, buffered, on_bytes)
+            yield from _read_ndjson(path, buffered, on_bytes, max_line_bytes)
         else:
             data = buffered.read()
             if on_bytes:
@@ -107,11 +83,72 @@ def read_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iter
             yield from _read_json(path, data)
 
 
-def _read_ndjson(path: Path, stream: IO[bytes], on_bytes: Callable[[int], None] | None) -> Iterator[Item]:
-    for number, line in enumerate(stream, start=1):
+def _read_ndjson(
+    path: Path, stream: IO[bytes], on_bytes: Callable[[int], None] | None, max_line_bytes: int | None
+) -> Iterator[Item]:
+    for number, line in enumerate(bounded_lines(stream, max_line_bytes), start=1):
+        if isinstance(line, LongLine):
+            if on_bytes:
+                on_bytes(line.read)
+            yield LineError(f"{path}:{number}", line.message)
+            continue
         if on_bytes:
             on_bytes(len(line))
         yield from parse_ndjson_line(line, f"{path}:{number}")
+
+
+@dataclass(frozen=True)
+class LongLine:
+    """An NDJSON line over the limit, skipped without holding it in memory."""
+
+    #: bytes of the line, its line end excluded
+    size: int
+    #: bytes consumed, line end included
+    read: int
+    limit: int
+
+    @property
+    def message(self) -> str:
+        return f"{TOO_LONG}{self.size} bytes, the limit is {self.limit} (setting max_ndjson_line_bytes); not read"
+
+
+#: How the message of a :class:`LongLine` error starts.
+TOO_LONG = "line too long: "
+
+
+def _content_length(line: bytes) -> int:
+    return len(line) - (2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0)
+
+
+def bounded_lines(stream: IO[bytes] | Iterable[bytes], limit: int | None) -> Iterator[bytes | LongLine]:
+    """The lines of ``stream``, each a :class:`LongLine` instead when longer than ``limit`` bytes
+    (line end excluded). A stream with ``readline`` is read at most ``limit`` + 2 bytes at a time,
+    so an endless line never fills memory; other iterables are checked line by line."""
+    if limit is None:
+        yield from stream
+        return
+    readline = getattr(stream, "readline", None)
+    if readline is None:
+        for line in stream:
+            size = _content_length(line)
+            yield LongLine(size, len(line), limit) if size > limit else line
+        return
+    while True:
+        line: bytes = readline(limit + 2)
+        if not line:
+            return
+        if line.endswith(b"\n") or len(line) < limit + 2:
+            size = _content_length(line)
+            yield LongLine(size, len(line), limit) if size > limit else line
+            continue
+        read, ending = len(line), 0
+        while True:
+            chunk: bytes = readline(1 << 20)
+            read += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                ending = len(chunk) - _content_length(chunk)
+                break
+        yield LongLine(read - ending, read, limit)
 
 
 def parse_ndjson_line(line: bytes, location: str) -> Iterator[Item]:
@@ -124,7 +161,7 @@ def parse_ndjson_line(line: bytes, location: str) -> Iterator[Item]:
     except orjson.JSONDecodeError as exc:
         yield LineError(location, f"not JSON: {exc}")
         return
-    problem = nesting_problem(value, line) or check_resource(value)
+    problem = json_problem(value, line) or check_resource(value)
     if problem:
         yield LineError(location, problem)
         return
@@ -140,7 +177,7 @@ def _read_json(path: Path, data: bytes) -> Iterator[Item]:
     except orjson.JSONDecodeError as exc:
         yield LineError(f"{path}:{_line_of(data, exc.pos)}", f"not JSON: {exc.msg}")
         return
-    deep = nesting_problem(value, data)
+    deep = json_problem(value, data)
     if deep:
         yield LineError(f"{path}:1", deep)
         return

@@ -30,7 +30,14 @@ from fhir_adapter.errors import PayloadTooLargeError, PreconditionFailedError, U
 from fhir_adapter.fhir.dates import from_micros
 from fhir_adapter.fhir.outcome import Issue, operation_outcome
 from fhir_adapter.fhir.resources import ID_RE, R4_RESOURCE_TYPES, check_resource
-from fhir_adapter.ingest.files import LineError, parse_ndjson_line, rewrite_references
+from fhir_adapter.ingest.files import (
+    TOO_LONG,
+    LineError,
+    LongLine,
+    bounded_lines,
+    parse_ndjson_line,
+    rewrite_references,
+)
 from fhir_adapter.ingest.quality import QualityRules, check_quality, linked_encounters, relocate
 from fhir_adapter.ingest.runner import Clock, IngestResult, ingest_items, utc_now
 from fhir_adapter.store.db import KeyResult, ParsedResource, Prepared, Store, WriteStats, prepare
@@ -567,6 +574,7 @@ def ingest_ndjson(
     progress_every: int = 5000,
     max_issues: int | None = None,
     allowed: Allowed | None = None,
+    max_line_bytes: int | None = None,
 ) -> tuple[IngestResult, dict[str, Any]]:
     """Store the resources of NDJSON ``lines`` under ``source`` like ``fhir-adapter ingest``
     (bad lines reported as ``line N: reason`` and skipped, good lines kept, batches of
@@ -575,7 +583,7 @@ def ingest_ndjson(
     check code), then the rejected lines (errors), then the data-quality issues of the stored
     lines, at most ``max_issues`` (default :data:`MAX_LISTED_ISSUES`) listed. A resource whose
     type the caller may not both create and update (or delete, for a deletion), per ``allowed``,
-    is a rejected line."""
+    is a rejected line, and so is a line longer than ``max_line_bytes`` (never read whole)."""
     cap = MAX_LISTED_ISSUES if max_issues is None else max_issues
     warning_counts: Counter[str] = Counter()
     listed: list[Issue] = []
@@ -584,8 +592,11 @@ def ingest_ndjson(
 
     def items() -> Iterator[ParsedResource | LineError]:
         nonlocal unlisted, line_count
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(bounded_lines(lines, max_line_bytes), start=1):
             line_count = number
+            if isinstance(line, LongLine):
+                yield LineError(f"line {number}", line.message)
+                continue
             for parsed in parse_ndjson_line(line, f"line {number}"):
                 item = _permitted(parsed, allowed, f"line {number}")
                 if isinstance(item, ParsedResource) and rules is not None and not item.deleted:
@@ -614,7 +625,8 @@ def ingest_ndjson(
         )
     issues = [Issue("information", "informational", summary)]
     errors = [
-        Issue("error", "structure" if e.message.startswith("not JSON") else "invalid", f"{e.location}: {e.message}",
+        Issue("error", "structure" if e.message.startswith("not JSON") else
+              "too-costly" if e.message.startswith(TOO_LONG) else "invalid", f"{e.location}: {e.message}",
               e.location)
         for e in result.errors
     ]  # fmt: skip

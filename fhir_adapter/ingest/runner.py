@@ -108,8 +108,10 @@ def ingest_paths(
     on_bytes: Callable[[int], None] | None = None,
     workers: int = 1,
     parallel_min_bytes: int | None = None,
+    max_line_bytes: int | None = None,
 ) -> IngestResult:
-    """Ingest NDJSON files/folders and Bundle JSON files under one source name.
+    """Ingest NDJSON files/folders and Bundle JSON files under one source name; an NDJSON line
+    longer than ``max_line_bytes`` is a line error, the other lines are kept.
 
     With ``workers >= 2`` and more than :data:`PARALLEL_MIN_BYTES` of input, a second process
     reads, parses and extracts facts while this one writes; the result is the same.
@@ -123,12 +125,12 @@ def ingest_paths(
     try:
         threshold = PARALLEL_MIN_BYTES if parallel_min_bytes is None else parallel_min_bytes
         if workers >= 2 and sum(p.stat().st_size for p in files) > threshold:
-            _ingest_parallel(store, files, source, batch_size, clock, on_bytes, result)
+            _ingest_parallel(store, files, source, batch_size, clock, on_bytes, result, max_line_bytes)
         else:
             for path in files:
                 ingest_items(
                     store,
-                    read_file(path, on_bytes),
+                    read_file(path, on_bytes, max_line_bytes),
                     source,
                     batch_size=batch_size,
                     clock=clock,
@@ -148,7 +150,13 @@ _QUEUE_DEPTH = 4  # batches in flight: bounds memory
 
 
 def _parse_worker(
-    files: list[str], source: str, member_system: str, tz_name: str, batch_size: int, out: Queue[Any]
+    files: list[str],
+    source: str,
+    member_system: str,
+    tz_name: str,
+    batch_size: int,
+    out: Queue[Any],
+    max_line_bytes: int | None = None,
 ) -> None:
     """Runs in the worker process: read, parse, hash and extract; send batches in file order."""
     try:
@@ -162,7 +170,7 @@ def _parse_worker(
             def count(n: int, read: list[int] = read) -> None:
                 read[0] += n
 
-            for item in read_file(Path(name), count):
+            for item in read_file(Path(name), count, max_line_bytes):
                 if isinstance(item, LineError):
                     errors.append(item)
                     continue
@@ -184,12 +192,15 @@ def _ingest_parallel(
     clock: Clock,
     on_bytes: Callable[[int], None] | None,
     result: IngestResult,
+    max_line_bytes: int | None = None,
 ) -> None:
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
     queue: Queue[Any] = ctx.Queue(maxsize=_QUEUE_DEPTH)
     worker = ctx.Process(
         target=_parse_worker,
-        args=([str(p) for p in files], source, store.member_system, store.tz.key, batch_size, queue),
+        args=(
+            [str(p) for p in files], source, store.member_system, store.tz.key, batch_size, queue, max_line_bytes
+        ),
         daemon=True,
     )
     worker.start()

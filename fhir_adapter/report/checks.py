@@ -44,6 +44,10 @@ GROUP_IMPROVEMENT_NOTATION_EXT = (
     "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-groupImprovementNotation"
 )
 COUNT_QUANTITY_EXT = "http://hl7.org/fhir/StructureDefinition/measurereport-countQuantity"
+#: A count withheld by small-cell suppression (:mod:`fhir_adapter.report.suppression`): the ``count``
+#: primitive carries only this extension with ``valueCode`` ``masked`` (R4 "Using extensions to convey
+#: missing values"), so the element is present (DEQM ``count 1..1``) without a value.
+DATA_ABSENT_REASON_EXT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 SUBMIT_DATA_UPDATE_TYPE_EXT = (
     "http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-submitDataUpdateType"
 )
@@ -134,6 +138,16 @@ def _count(population: Json) -> int | None:
     if isinstance(count, bool) or not isinstance(count, int):
         return None
     return count
+
+
+def _masked(population: Json) -> bool:
+    """The population's ``count`` is present only as a data-absent-reason ``masked`` (suppressed)."""
+    primitive = population.get("_count")
+    if "count" in population or not isinstance(primitive, Mapping):
+        return False
+    return any(
+        ext.get("valueCode") == "masked" for ext in _extensions(primitive, DATA_ABSENT_REASON_EXT)
+    )
 
 
 def _score(element: Json) -> float | None:
@@ -439,7 +453,12 @@ def _check_group_structure(report: Json) -> list[str]:
     """deqm-5 (≥ 1 population per group, non-composite), deqm-7 (a stratifier has ``code`` or
     ``stratum.component``, not both), deqm-8 (a population has ``count`` xor ``countQuantity``) and
     deqm-9 (a stratum population has ``count`` xor ``countQuantity``; ``count`` 1..1 in the individual
-    profile, and counts are required by fhir-contract.md)."""
+    profile, and counts are required by fhir-contract.md).
+
+    A count masked by small-cell suppression (``_count`` with only a data-absent-reason ``masked``)
+    counts as present for deqm-8 and deqm-9: the element exists, as DEQM's ``count 1..1`` requires, and
+    R4 lets a primitive carry an extension instead of a value ("Using extensions to convey missing
+    values"); suppressing a published cell is exactly what that reason code is for."""
     out: list[str] = []
     for gi, group in enumerate(_dicts(report.get("group"))):
         where = f"MeasureReport.group[{gi}]"
@@ -447,7 +466,7 @@ def _check_group_structure(report: Json) -> list[str]:
         if not populations:
             out.append(f"deqm-5: {where}: has no population")
         for pi, population in enumerate(populations):
-            has_count = "count" in population
+            has_count = "count" in population or _masked(population)
             has_quantity = bool(_extensions(population, COUNT_QUANTITY_EXT))
             if has_count == has_quantity:
                 out.append(f"deqm-8: {where}.population[{pi}]: needs exactly one of count and countQuantity")
@@ -460,7 +479,9 @@ def _check_group_structure(report: Json) -> list[str]:
                 out.append(f"deqm-7: {swhere}: needs exactly one of code and stratum.component")
             for ti, stratum in enumerate(strata):
                 for pi, population in enumerate(_dicts(stratum.get("population"))):
-                    if "count" not in population or _extensions(population, COUNT_QUANTITY_EXT):
+                    if ("count" not in population and not _masked(population)) or _extensions(
+                        population, COUNT_QUANTITY_EXT
+                    ):
                         out.append(
                             f"deqm-9: {swhere}.stratum[{ti}].population[{pi}]: "
                             "needs a count (and no countQuantity)"
@@ -611,8 +632,16 @@ def _check_proportion(
         count = _count(population)
         if "count" in population and (count is None or count < 0):
             out.append(f"counts: {where}.population[{pi}]: count {population.get('count')!r} is not a count")
+    masked = {c for c in (_population_code(p) for p in populations if _masked(p)) if c}
+    if masked & {DEN, DENEX, NUMER, DENEXCEP, NUMEX}:
+        # Small-cell suppression: the score's inputs are not all known, so only its absence is
+        # checked (a score next to the other counts would give the masked one away).
+        if scored is not None and "measureScore" in scored:
+            hidden = ", ".join(sorted(masked))
+            return [*out, f"suppression: {where}.measureScore: present although {hidden} is masked"]
+        return out
     ip, den, denex, numer = (counts.get(c) for c in (IP, DEN, DENEX, NUMER))
-    denexcep, numex = counts.get("denominator-exception"), counts.get("numerator-exclusion")
+    denexcep, numex = counts.get(DENEXCEP), counts.get(NUMEX)
     # CQFM proportion scoring: (NUMER − NUMEX) / (DEN − DENEX − DENEXCEP).
     effective = None if den is None else den - (denex or 0) - (denexcep or 0)
     if numer is not None:

@@ -282,9 +282,11 @@ def run_flat_export(
     *,
     sources: SourceMode = "all",
     cco: str | None = None,
+    ccos: Sequence[str] | None = None,
     clock: Clock | None = None,
 ) -> FlatTable:
-    """Evaluate ``measure`` over the period as of now (``clock``) and build one flat table."""
+    """Evaluate ``measure`` over the period as of now (``clock``) and build one flat table;
+    ``ccos`` (a CCO caller's tenancy) keeps only the children the evaluation attributes to them."""
     from fhir_adapter import workflow
     from fhir_adapter.ingest.runner import utc_now
     from fhir_adapter.store.providers import assignments
@@ -293,6 +295,9 @@ def run_flat_export(
     ev = workflow.run_evaluation(
         settings, store, request, evidence=False, mappings=mappings, clock=clock or utc_now
     )
+    if ccos is not None:
+        allowed = set(ccos)
+        ev.children = [c for c in ev.children if c.cco in allowed]
     assigned = assignments(store, ev.as_of, period_end, ccos=mappings.ccos) if table == "gaps" else None
     return flat_table(ev, table, cco=cco, assignments=assigned)
 

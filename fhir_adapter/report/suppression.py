@@ -294,6 +294,8 @@ class _Violation:
     stratifier: int | None  # None: the group
     stratum: int | None
     codes: frozenset[str]  # populations whose hiding elsewhere would help
+    #: the unit's own published counts give it away (a complement hid too little of the unit)
+    own: bool = False
 
 
 def _find_violation(state: _State, know: Knowledge) -> _Violation | None:
@@ -303,11 +305,14 @@ def _find_violation(state: _State, know: Knowledge) -> _Violation | None:
         return _unsafe(space, atom_values, n) or any(contains(space, ROWS[c]) for c in hidden)
 
     if exposed(know.group, state.plan.group, state.group_atoms):
-        return _Violation(None, None, frozenset(state.plan.group) or frozenset(CODES))
+        own = exposed(state.v_group(), state.plan.group, state.group_atoms)
+        return _Violation(None, None, frozenset(state.plan.group) or frozenset(CODES), own)
     for k, strata in enumerate(know.strata):
         for s, space in enumerate(strata):
-            if exposed(space, state.plan.strata[k][s], state.strata_atoms[k][s]):
-                return _Violation(k, s, frozenset(state.plan.strata[k][s]) or frozenset(CODES))
+            hidden = state.plan.strata[k][s]
+            if exposed(space, hidden, state.strata_atoms[k][s]):
+                own = exposed(state.v_stratum(k, s), hidden, state.strata_atoms[k][s])
+                return _Violation(k, s, frozenset(hidden) or frozenset(CODES), own)
     # rule 5: totals of the undetermined strata of a determined group count
     for k, strata in enumerate(know.strata):
         for code in CODES:
@@ -351,6 +356,17 @@ def _hide_one(state: _State, violation: _Violation) -> None:
             plan.strata[k][s].add(c)
         return bool(found)
 
+    if violation.own:
+        # hide the unit's smallest other published count (the loop repeats until the unit is closed)
+        if violation.stratifier is None:
+            hidden, counts = plan.group, table.group
+        else:
+            assert violation.stratum is not None
+            hidden = plan.strata[violation.stratifier][violation.stratum]
+            counts = table.stratifiers[violation.stratifier][violation.stratum]
+        candidates = [(counts[c], c) for c in CODES if c not in hidden and not contains(state.known, ROWS[c])]
+        hidden.add(min(candidates)[1])
+        return
     # stratifiers that teach the reader something about the group beyond its published counts
     w = state.v_group()
     contributing = [

@@ -24,7 +24,14 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from fhir_adapter.errors import ConflictError, PreconditionFailedError, StoreError, UsageError
+from fhir_adapter.errors import (
+    ConflictError,
+    InvalidDataError,
+    PreconditionFailedError,
+    StoreError,
+    UsageError,
+)
+from fhir_adapter.fhir.resources import json_problem
 from fhir_adapter.store.extract import EXTRACTOR_VERSION, Facts, extract
 from fhir_adapter.store.schema import FACT_TABLES, SCHEMA_VERSION, metadata
 from fhir_adapter.store.views import create_views
@@ -35,6 +42,8 @@ _STRIPES = 1024
 _LOCK_NAMESPACE = 0x46484952
 #: Identifier values whose JSON text is the same whichever encoder wrote it.
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9 ._:|+=#@,;()*!?$%~-]+")
+#: How JSON writes U+0000 (PostgreSQL text cannot hold it; see ``json_problem``).
+_NUL_ESCAPE = b"\\u0000"
 #: Errors from SQLAlchemy and from the drivers used directly for bulk writes.
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, psycopg.Error)
 
@@ -72,6 +81,11 @@ def prepare(item: ParsedResource, *, extract_for: tuple[str, str, ZoneInfo] | No
     """Serialise and hash ``item``; with ``extract_for = (source, member_system, tz)`` extract
     its facts now (otherwise they are extracted at write time, only if it changed)."""
     body = item.raw if item.raw is not None else canonical_bytes(item.resource)
+    if _NUL_ESCAPE in body and not item.deleted:
+        problem = json_problem(item.resource, body)
+        if problem:
+            key = f"{item.rtype}/{item.rid}"
+            raise InvalidDataError(f"{key}: {problem}", location=key)
     meta = item.resource.get("meta")
     last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
     facts = None
@@ -174,7 +188,9 @@ class Store:
 
     @classmethod
     def open(cls, url: str, *, tz: ZoneInfo, member_system: str, create: bool = True) -> Store:
-        engine = create_engine(normalise_url(url), future=True)
+        # hide_parameters: bound values (resource bodies, identifiers) stay out of SQLAlchemy's
+        # error messages and SQL log (fhir_adapter/logsafe.py: no PHI in logs)
+        engine = create_engine(normalise_url(url), future=True, hide_parameters=True)
         if engine.dialect.name == "sqlite":
             _sqlite_setup(engine)
         store = cls(engine, tz, member_system)

@@ -33,7 +33,7 @@ versions an export holds, and which deletions it reports.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -61,6 +61,10 @@ _EVENT_TYPES = CLAIMS_TYPES | CLINICAL_TYPES | {"Task"}
 #: Prefix of the virtual per-CCO Group ids.
 CCO_GROUP_PREFIX = "cco-"
 PAGE = 2000
+#: ``tenant(rtype, alias)``: the caller's row condition on the ``resources`` row ``alias`` of
+#: type ``rtype`` and its bind parameters, or ``None`` when it restricts nothing (built from
+#: :meth:`fhir_adapter.auth.policy.Policy.resources` by the service).
+Tenant = Callable[[str, str], tuple[str, Mapping[str, Any]] | None]
 _TEMPS = ("t_exp_pat", "t_exp_person")
 
 
@@ -263,10 +267,18 @@ def scope_condition(rtype: str, level: Level, rkey: str) -> str | None:
     raise ValueError(f"{rtype} is not an export type")
 
 
+def _tenant(tenant: Tenant | None, rtype: str, alias: str, where: list[str], params: dict[str, Any]) -> None:
+    found = tenant(rtype, alias) if tenant is not None else None
+    if found is not None:
+        where.append(f"({found[0]})")
+        params.update(found[1])
+
+
 def iter_resources(
-    conn: Connection, rtype: str, level: Level, cut: Cut, page: int = PAGE
+    conn: Connection, rtype: str, level: Level, cut: Cut, page: int = PAGE, *, tenant: Tenant | None = None
 ) -> Iterator[ExportRow]:
-    """The versions of ``rtype`` the export holds, in storage order, read a page at a time."""
+    """The versions of ``rtype`` the export holds (and ``tenant`` shows the caller), in storage
+    order, read a page at a time."""
     where = [f"r.rtype = :rtype AND {visible('r')}"]
     params: dict[str, Any] = {"rtype": rtype, "as_of": cut.as_of, "limit": page, "after": 0}
     if cut.since is not None:
@@ -275,6 +287,7 @@ def iter_resources(
     scope = scope_condition(rtype, level, "r.rkey")
     if scope is not None:
         where.append(scope)
+    _tenant(tenant, rtype, "r", where, params)
     sql = (
         "SELECT r.rkey, r.source, r.rid, r.version, r.ingested_at, b.body FROM resources r "
         f"JOIN resource_bodies b ON b.rkey = r.rkey WHERE {' AND '.join(where)} AND r.rkey > :after "
@@ -291,28 +304,34 @@ def iter_resources(
         params["after"] = int(rows[-1][0])
 
 
-def iter_tombstones(conn: Connection, rtype: str, level: Level, cut: Cut) -> Iterator[Tombstone]:
+def iter_tombstones(
+    conn: Connection, rtype: str, level: Level, cut: Cut, *, tenant: Tenant | None = None
+) -> Iterator[Tombstone]:
     """Deletions of ``rtype`` stored after ``cut.since`` and still in force at the cut (a
     resource created again since is exported, not listed as deleted: § "Response - Complete
-    Status" ``deleted``: "SHALL NOT appear in the 'output' section"). At patient and group level
-    the deleted resource's previous version decides whether it was in scope."""
+    Status" ``deleted``: "SHALL NOT appear in the 'output' section"). The deleted resource's
+    previous version decides whether it was in the export's scope and is shown to the caller."""
     if cut.since is None:
         return
     where = [
         "r.rtype = :rtype AND r.deleted = 1 AND r.ingested_at > :since AND r.ingested_at <= :as_of "
         "AND (r.superseded_at IS NULL OR r.superseded_at > :as_of)"
     ]
+    params: dict[str, Any] = {"rtype": rtype, "since": cut.since, "as_of": cut.as_of}
+    previous: list[str] = []
     scope = scope_condition(rtype, level, "pv.rkey")
     if scope is not None:
+        previous.append(scope)
+    _tenant(tenant, rtype, "pv", previous, params)
+    if previous:
         where.append(
             "EXISTS (SELECT 1 FROM resources pv WHERE pv.source = r.source AND pv.rtype = r.rtype "
-            f"AND pv.rid = r.rid AND pv.version = r.version - 1 AND {scope})"
+            f"AND pv.rid = r.rid AND pv.version = r.version - 1 AND {' AND '.join(previous)})"
         )
     sql = (
         "SELECT r.rkey, r.source, r.rid, r.version, r.ingested_at FROM resources r "
         f"WHERE {' AND '.join(where)} ORDER BY r.rkey"
     )
-    params = {"rtype": rtype, "since": cut.since, "as_of": cut.as_of}
     for row in conn.execute(text(sql), params):
         yield Tombstone(int(row[0]), str(row[1]), rtype, str(row[2]), int(row[3]), int(row[4]))
 
@@ -325,6 +344,7 @@ __all__ = [
     "ExportRow",
     "GroupRef",
     "Level",
+    "Tenant",
     "Tombstone",
     "cco_group_id",
     "find_group",

@@ -419,21 +419,37 @@ def test_capability_statement_declares_the_bulk_operations(bulk: TestClient) -> 
 # -- with SMART on -------------------------------------------------------------------------------------------
 
 
+def _secured_manifest(client: TestClient, path: str, headers: dict[str, str]) -> Json:
+    status = kick_off(client, path, {**ASYNC, **headers})
+    deadline = time.monotonic() + 30
+    while (done := client.get(status, headers=headers)).status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert done.status_code == 200, done.text
+    body: Json = done.json()
+    return body
+
+
+def _secured_ids(client: TestClient, manifest: Json, headers: dict[str, str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for item in manifest["output"]:
+        response = client.get(item["url"], headers=headers)
+        assert response.status_code == 200, response.text
+        lines = [orjson.loads(line) for line in response.content.splitlines() if line.strip()]
+        found.setdefault(item["type"], set()).update(r["id"] for r in lines)
+    return found
+
+
 def test_secured_export_files_belong_to_their_client(
     auth_client: TestClient, mint_token: Any, store: Store
 ) -> None:
     seed_basic(store)
     oha = {"Authorization": f"Bearer {mint_token('oha', 'system/*.rs')}"}
-    other = {"Authorization": f"Bearer {mint_token('oha', 'system/*.rs')}"}
-    status = kick_off(auth_client, "/fhir/$export?_type=Patient", {**ASYNC, **oha})
-    deadline = time.monotonic() + 30
-    while (done := auth_client.get(status, headers=oha)).status_code == 202 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    manifest = done.json()
+    other = {"Authorization": f"Bearer {mint_token('ehr', 'system/*.rs', source='payer')}"}
+    manifest = _secured_manifest(auth_client, "/fhir/$export?_type=Patient", oha)
     assert manifest["requiresAccessToken"] is True
     url = manifest["output"][0]["url"]
     assert auth_client.get(url).status_code == 401
-    assert auth_client.get(url, headers=other).status_code == 403
+    assert auth_client.get(url, headers=other).status_code == 404  # not its export: as if unknown
     assert auth_client.get(url, headers=oha).status_code == 200
 
 
@@ -442,16 +458,45 @@ def test_secured_export_files_belong_to_their_client(
     [
         pytest.param("/fhir/Group/cco-IHN/$export", 202, id="own-cco-group"),
         pytest.param("/fhir/Group/cco-ALLCARE/$export", 403, id="other-cco-group"),
-        pytest.param("/fhir/$export", 403, id="system-level"),
-        pytest.param("/fhir/Patient/$export", 403, id="all-patients"),
+        pytest.param("/fhir/Group/atr-1/$export", 403, id="stored-group"),
+        pytest.param("/fhir/$export", 202, id="system-level-filtered"),
+        pytest.param("/fhir/Patient/$export", 202, id="all-patients-filtered"),
     ],
 )
-def test_a_cco_client_exports_only_its_own_children(
-    auth_client: TestClient, mint_token: Any, path: str, status: int
+def test_a_cco_client_kick_off(
+    auth_client: TestClient, mint_token: Any, store: Store, path: str, status: int
 ) -> None:
+    seed_ccos(store)
     token = mint_token("cco", "system/*.rs", ccos=("IHN",))
     response = auth_client.get(path, headers={**ASYNC, "Authorization": f"Bearer {token}"})
     assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize(
+    ("role", "ccos", "source", "expected"),
+    [
+        pytest.param("cco", ("IHN",), None, {"Patient": {"b", "c"}, "Coverage": {"cov-b-IHN", "cov-c-1", "cov-c-2"},
+                     "ExplanationOfBenefit": {"x-b"}, "Organization": {"org1"}}, id="cco-its-attributed-children"),
+        pytest.param("ehr", (), "ehr", {"Patient": {"a-ehr"}, "Encounter": {"e-a", "e-b"}},
+                     id="ehr-what-it-submitted"),
+        pytest.param("oha", (), None, {"Patient": {"a", "b", "c", "a-ehr"}, "Group": {"atr-1"},
+                     "Encounter": {"e-a", "e-b"}, "ExplanationOfBenefit": {"x-b"}, "Organization": {"org1"},
+                     "Coverage": {"cov-a-ALLCARE", "cov-b-IHN", "cov-c-1", "cov-c-2"}}, id="oha-everything"),
+    ],
+)  # fmt: skip
+def test_an_export_holds_only_what_its_client_may_read(
+    auth_client: TestClient,
+    mint_token: Any,
+    store: Store,
+    role: str,
+    ccos: tuple[str, ...],
+    source: str | None,
+    expected: dict[str, set[str]],
+) -> None:
+    seed_ccos(store)
+    headers = {"Authorization": f"Bearer {mint_token(role, 'system/*.rs', ccos=ccos, source=source)}"}
+    manifest = _secured_manifest(auth_client, "/fhir/$export", headers)
+    assert _secured_ids(auth_client, manifest, headers) == expected
 
 
 def test_a_type_outside_the_scopes_is_forbidden(auth_client: TestClient, mint_token: Any) -> None:

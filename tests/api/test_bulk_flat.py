@@ -104,4 +104,14 @@ def test_a_cco_client_gets_only_its_cco(
     response = auth_client.get(BASE + "&table=summary" + query, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == status, response.text
     if ccos is not None:
-        assert {r["cco"] for r in _csv(response.content)} == ccos
+        rows = _csv(response.content)
+        assert {r["cco"] for r in rows if r["scope"] == "cco"} == ccos
+        assert {r["denominator"] for r in rows if r["group"] == "all-enrolled"} == {
+            "1"
+        }  # only b, IHN's child
+
+
+def test_an_ehr_client_gets_no_flat_export(auth_client: TestClient, mint_token: Any) -> None:
+    token = mint_token("ehr", "system/*.rs", source="clinic")
+    response = auth_client.get(BASE, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403
