@@ -140,4 +140,12 @@ def run_demo(
         "not OHA's official specification.",
         highlight=False,
     )
+    # The dashboard (fhir_adapter/api/routes_dashboard.py) shows these persisted runs.
+    console.print(
+        "Dashboard: run `FHIR_ADAPTER_AUTH_REQUIRED=false fhir-adapter serve --database "
+        f"{settings.database_url}` (authorisation off: synthetic data only), then open "
+        "http://127.0.0.1:8080/dashboard",
+        highlight=False,
+        soft_wrap=True,
+    )
     return {"written": [str(p) for p in written], "timings": timings, "synth": summary, "runs": runs}

@@ -22,6 +22,7 @@ from fhir_adapter.api import (
     audit,
     routes_auth,
     routes_bulk,
+    routes_dashboard,
     routes_ingest,
     routes_jobs,
     routes_measure,
@@ -58,6 +59,7 @@ ROUTER_MODULES: list[ModuleType] = [
     routes_bulk,
     audit,  # before routes_resources: /fhir/AuditEvent is the audit trail, not a stored type
     routes_resources,
+    routes_dashboard,
 ]
 
 SERVICE_DOCUMENTATION = (

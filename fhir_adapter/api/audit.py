@@ -184,16 +184,18 @@ def note_token_client(request: Request, params: dict[str, str]) -> None:
         setattr(request.state, CLIENT, claimed[:128])
 
 
-def bundle_entities(kind: str, raw_entries: Sequence[Any], response: dict[str, Any], status: int) -> list[Entity]:
+def bundle_entities(
+    kind: str, raw_entries: Sequence[Any], response: dict[str, Any], status: int
+) -> list[Entity]:
     """The entities of a transaction or batch: each request entry's type and id (the server-assigned
     id of a create from its response ``location``), its method's action and its own status."""
     responses = response.get("entry") if response.get("resourceType") == "Bundle" else None
     out = []
     for index, raw in enumerate(raw_entries):
-        entry = raw if isinstance(raw, dict) else {}
-        req = entry.get("request") if isinstance(entry.get("request"), dict) else {}
+        entry: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        req: dict[str, Any] = entry["request"] if isinstance(entry.get("request"), dict) else {}
         method = str(req.get("method", "")).upper()
-        resource = entry.get("resource") if isinstance(entry.get("resource"), dict) else {}
+        resource: dict[str, Any] = entry["resource"] if isinstance(entry.get("resource"), dict) else {}
         url = str(req.get("url", "")).split("?", 1)[0].strip("/").split("/")
         rtype = url[0] if url and _TYPE.match(url[0]) else resource.get("resourceType")
         rid = url[1] if len(url) > 1 and _ID.match(url[1]) else None
@@ -363,7 +365,9 @@ def audit_rows(
     if info.interaction == LOGIN:
         claimed = state.get(CLIENT)
         client_id, role = (str(claimed), None) if claimed else ("unknown", None)
-        detail["note"] = "access token issued" if status < 400 else "access token refused (client id as claimed)"
+        detail["note"] = (
+            "access token issued" if status < 400 else "access token refused (client id as claimed)"
+        )
     else:
         names = _parameter_names(bytes(scope.get("query_string") or b""), state.get(PARAMETER_NAMES) or ())
         if names:
@@ -431,7 +435,10 @@ class AuditMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or classify(str(scope.get("method", "")), str(scope.get("path", ""))) is None:
+        if (
+            scope["type"] != "http"
+            or classify(str(scope.get("method", "")), str(scope.get("path", ""))) is None
+        ):
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
@@ -575,7 +582,9 @@ def _tokens(raw: str, name: str, system: str | None) -> list[str]:
     return out
 
 
-def _condition(name: str, modifier: str | None, raw: str, ctx: search.SearchContext, base: str) -> ColumnElement[bool]:
+def _condition(
+    name: str, modifier: str | None, raw: str, ctx: search.SearchContext, base: str
+) -> ColumnElement[bool]:
     c = audit_events.c
     if name == "date":
         if modifier:
@@ -592,7 +601,9 @@ def _condition(name: str, modifier: str | None, raw: str, ctx: search.SearchCont
         return or_(*parts)
     if name == "agent":
         if modifier not in (None, "identifier"):
-            raise UsageError(f"agent:{modifier}: only agent (a client id) and agent:identifier", location="agent")
+            raise UsageError(
+                f"agent:{modifier}: only agent (a client id) and agent:identifier", location="agent"
+            )
         if modifier is None:
             ids = [search.unescape(v) for v in search.alternatives(raw)]
         else:
@@ -607,9 +618,9 @@ def _condition(name: str, modifier: str | None, raw: str, ctx: search.SearchCont
         codes = [code for code in _tokens(raw, name, "http://hl7.org/fhir/audit-event-action") if code]
         return c.action.in_(codes) if codes else false()
     if name == "outcome":
-        codes = [int(code) for code in _tokens(raw, name, "http://hl7.org/fhir/audit-event-outcome")
-                 if code.isdigit()]  # fmt: skip
-        return c.outcome.in_(codes) if codes else false()
+        numbers = [int(code) for code in _tokens(raw, name, "http://hl7.org/fhir/audit-event-outcome")
+                   if code.isdigit()]  # fmt: skip
+        return c.outcome.in_(numbers) if numbers else false()
     if name == "subtype":
         codes = [code for code in _tokens(raw, name, RESTFUL_INTERACTION) if code]
         codes += [LOGIN for code in _tokens(raw, name, DICOM) if code == "110122"]
@@ -667,11 +678,17 @@ def _parse(request: Request, state: Any, pairs: list[tuple[str, str]]) -> _Page:
         elif key == "_page":
             page_raw = value
         elif key == "_format":
-            if value.strip().replace(" ", "+").lower() not in ("json", "application/json", "application/fhir+json"):
+            if value.strip().replace(" ", "+").lower() not in (
+                "json",
+                "application/json",
+                "application/fhir+json",
+            ):
                 raise UsageError(f"_format {value[:32]!r}: only JSON is served", location="_format")
         elif key == "_sort":
             if value not in ("-date", "") and _strict(request):
-                raise UsageError("_sort: only -date (newest first, the default) is supported", location="_sort")
+                raise UsageError(
+                    "_sort: only -date (newest first, the default) is supported", location="_sort"
+                )
         else:
             name, _, modifier = key.partition(":")
             if name not in _NAMES:
@@ -700,8 +717,10 @@ def _decode_page(raw: str, digest: str) -> dict[str, int]:
         data = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         data = None
-    if not isinstance(data, dict) or data.get("h") != digest or not all(
-        isinstance(data.get(k), int) for k in ("b", "n", "a")
+    if (
+        not isinstance(data, dict)
+        or data.get("h") != digest
+        or not all(isinstance(data.get(k), int) for k in ("b", "n", "a"))
     ):
         raise UsageError("_page: not a page token of this search", location="_page")
     return {k: int(data[k]) for k in ("b", "n", "a")}
@@ -812,7 +831,9 @@ def vread_audit(event_id: str, vid: str, state: StateDep, caller: CallerDep) -> 
     _authorise(caller, "r")
     resource = _read(state, event_id)
     if vid != "1":
-        raise NotFoundError(f"AuditEvent/{event_id} has no version {vid[:16]!r}: audit events are never changed")
+        raise NotFoundError(
+            f"AuditEvent/{event_id} has no version {vid[:16]!r}: audit events are never changed"
+        )
     return FhirResponse(resource, headers={"ETag": 'W/"1"'})
 
 

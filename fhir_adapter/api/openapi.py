@@ -267,6 +267,13 @@ SEARCH_PARAMS: list[Json] = [
     _header("Prefer", "handling=strict: unknown parameters are errors", {"type": "string", "enum": ["handling=strict"]}),
 ]  # fmt: skip
 
+AUDIT_SEARCH: list[Json] = [
+    _query("_count", "page size (capped by the server)", {"type": "integer", "minimum": 0}),
+    _query("_page", "opaque page token from a paging link"),
+    *(_query(name, "AuditEvent search parameter") for name in
+      ("date", "agent", "entity-type", "action", "outcome", "subtype")),
+]  # fmt: skip
+
 
 def _ok(description: str, content: Json | None = None, status: str = "200") -> Json:
     response: Json = {"description": description}
@@ -430,6 +437,25 @@ OPERATIONS: dict[tuple[str, str], Json] = {
                        _query("_source", "which source's resource when two sources share the id")],
         "responses": _ok("That version", {FHIR_JSON: {"schema": _ref("Resource")}}),
     },  # fmt: skip
+    # The audit trail (api/audit.py): newest first, read-only.
+    ("get", "/fhir/AuditEvent"): {
+        "parameters": AUDIT_SEARCH,
+        "responses": _ok("searchset Bundle of AuditEvents", _fhir("Bundle")),
+    },
+    ("post", "/fhir/AuditEvent/_search"): {
+        "parameters": AUDIT_SEARCH,
+        "requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "properties": {"date": {"type": "string"}, "agent": {"type": "string"}}}}}},
+        "responses": _ok("searchset Bundle of AuditEvents", _fhir("Bundle")),
+    },  # fmt: skip
+    ("get", "/fhir/AuditEvent/{event_id}"): {
+        "parameters": [_path("event_id")],
+        "responses": _ok("The audit event", _resource_of("AuditEvent")),
+    },
+    ("get", "/fhir/AuditEvent/{event_id}/_history/{vid}"): {
+        "parameters": [_path("event_id"), _path("vid")],
+        "responses": _ok("The audit event (its only version is 1)", _resource_of("AuditEvent")),
+    },
     # Bulk Data (routes_bulk): kick-offs answer 202; the files are NDJSON.
     ("get", "/fhir/$export"): {"parameters": [PREFER_ASYNC], "responses": ACCEPTED},
     ("get", "/fhir/Patient/$export"): {"parameters": [PREFER_ASYNC], "responses": ACCEPTED},

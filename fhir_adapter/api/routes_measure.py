@@ -1025,7 +1025,9 @@ async def evaluate_measure(
     args = await run_in_threadpool(_evaluate_request, state, policy, params, [measure_id], _fhir_base(request))
     if args.subject:  # an individual report reads that child's records
         subject = args.subject.split("/", 1)
-        audit.note(request, [audit.Entity("Measure", measure_id, "E"), audit.Entity(subject[0], subject[-1], "R")])
+        audit.note(
+            request, [audit.Entity("Measure", measure_id, "E"), audit.Entity(subject[0], subject[-1], "R")]
+        )
     if wants_async(request):
         return await _submit(request, "evaluate-measure", args.to_json(), caller.client_id)
     return FhirResponse(await run_in_threadpool(run_evaluate_measure, state, args))

@@ -134,9 +134,10 @@ def bounded_lines(stream: IO[bytes] | Iterable[bytes], limit: int | None) -> Ite
             yield LongLine(size, len(line), limit) if size > limit else line
         return
     while True:
-        line: bytes = readline(limit + 2)
-        if not line:
+        chunk_: bytes = readline(limit + 2)
+        if not chunk_:
             return
+        line = chunk_
         if line.endswith(b"\n") or len(line) < limit + 2:
             size = _content_length(line)
             yield LongLine(size, len(line), limit) if size > limit else line

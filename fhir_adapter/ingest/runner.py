@@ -199,7 +199,13 @@ def _ingest_parallel(
     worker = ctx.Process(
         target=_parse_worker,
         args=(
-            [str(p) for p in files], source, store.member_system, store.tz.key, batch_size, queue, max_line_bytes
+            [str(p) for p in files],
+            source,
+            store.member_system,
+            store.tz.key,
+            batch_size,
+            queue,
+            max_line_bytes,
         ),
         daemon=True,
     )

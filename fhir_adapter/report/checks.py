@@ -145,9 +145,7 @@ def _masked(population: Json) -> bool:
     primitive = population.get("_count")
     if "count" in population or not isinstance(primitive, Mapping):
         return False
-    return any(
-        ext.get("valueCode") == "masked" for ext in _extensions(primitive, DATA_ABSENT_REASON_EXT)
-    )
+    return any(ext.get("valueCode") == "masked" for ext in _extensions(primitive, DATA_ABSENT_REASON_EXT))
 
 
 def _score(element: Json) -> float | None:

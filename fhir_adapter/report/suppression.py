@@ -90,8 +90,8 @@ ATOMS = ("initial-population − denominator", DENEX, NUMER, "denominator − ex
 _WEIGHT = {DEN: 8, NUMER: 4, DENEX: 2, IP: 1}
 #: Every non-empty sum of atoms (a count of children a reader could compute).
 COMBOS: tuple[tuple[int, int, int, int], ...] = tuple(
-    c for c in itertools.product((0, 1), repeat=4) if any(c)
-)  # type: ignore[misc]
+    (a, b, c, d) for a, b, c, d in itertools.product((0, 1), repeat=4) if a or b or c or d
+)
 
 Vector = tuple[Fraction, ...]
 Space = tuple[Vector, ...]  # a subspace of Q^4 as its reduced row echelon basis
@@ -199,13 +199,13 @@ class Plan:
 def atoms(counts: Mapping[str, int]) -> tuple[int, int, int, int]:
     """The four atoms of one unit; ``ValueError`` when the counts are not nested."""
     ip, den, denex, num = (int(counts[c]) for c in CODES)
-    values = (ip - den, denex, num, den - denex - num)
+    values: tuple[int, int, int, int] = (ip - den, denex, num, den - denex - num)
     if min(values) < 0 or min(ip, den, denex, num) < 0:
         raise ValueError(
             f"counts {dict(zip(CODES, (ip, den, denex, num), strict=True))} are not nested "
             "(DEN ⊆ IP, DENEX ⊆ DEN, NUMER ⊆ DEN − DENEX)"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _value(combo: Sequence[int], atom_values: Sequence[int]) -> int:
@@ -318,9 +318,7 @@ def _find_violation(state: _State, know: Knowledge) -> _Violation | None:
         for code in CODES:
             if not contains(know.group, ROWS[code]):
                 continue
-            rest = [
-                s for s, space in enumerate(strata) if not contains(space, ROWS[code])
-            ]
+            rest = [s for s, space in enumerate(strata) if not contains(space, ROWS[code])]
             total = sum(state.table.stratifiers[k][s][code] for s in rest)
             if _small(total, n):
                 return _Violation(k, None, frozenset({code}))
@@ -372,8 +370,7 @@ def _hide_one(state: _State, violation: _Violation) -> None:
     contributing = [
         k
         for k, strata in enumerate(table.stratifiers)
-        if strata
-        and span(w, _intersection([state.v_stratum(k, s) for s in range(len(strata))])) != w
+        if strata and span(w, _intersection([state.v_stratum(k, s) for s in range(len(strata))])) != w
     ]
     if violation.stratifier is not None:
         k = violation.stratifier
@@ -426,9 +423,7 @@ def _code(population: Mapping[str, Any]) -> str:
         if isinstance(c, Mapping) and c.get("system") == POPULATION_SYSTEM
     ]
     if len(codes) != 1 or codes[0] not in CODES:
-        raise ValueError(
-            f"population code {codes!r}: suppression handles the populations {', '.join(CODES)}"
-        )
+        raise ValueError(f"population code {codes!r}: suppression handles the populations {', '.join(CODES)}")
     return str(codes[0])
 
 

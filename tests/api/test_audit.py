@@ -37,7 +37,7 @@ def _mark(store: Store) -> int:
 def _rows(store: Store, after: int) -> list[Row]:
     with store.read() as conn:
         rows = conn.execute(select(audit_events).where(audit_events.c.id > after).order_by(audit_events.c.id))
-        return [dict(r._mapping) for r in rows]
+        return [{str(k): v for k, v in r._mapping.items()} for r in rows]
 
 
 def _brief(row: Row) -> tuple[Any, ...]:
@@ -126,14 +126,18 @@ def test_transaction_and_batch_record_each_entry(client: TestClient, store: Stor
     ("method", "path", "expected"),
     [
         pytest.param("GET", "/fhir/Patient", ("search-type", "E", "Patient", None), id="search"),
-        pytest.param("POST", "/fhir/Patient/_search", ("search-type", "E", "Patient", None), id="post-search"),
+        pytest.param(
+            "POST", "/fhir/Patient/_search", ("search-type", "E", "Patient", None), id="post-search"
+        ),
         pytest.param("POST", "/fhir/Patient", ("create", "C", "Patient", None), id="create"),
         pytest.param("GET", "/fhir/Patient/1/_history/3", ("vread", "R", "Patient", "1"), id="vread"),
         pytest.param("PUT", "/fhir/Patient/1", ("update", "U", "Patient", "1"), id="update"),
         pytest.param("DELETE", "/fhir/Patient/1", ("delete", "D", "Patient", "1"), id="delete"),
         pytest.param("POST", "/fhir", ("transaction", "E", None, None), id="bundle"),
         pytest.param("POST", "/fhir/$ingest", ("operation", "E", None, None), id="system-operation"),
-        pytest.param("GET", "/fhir/Group/g1/$export", ("operation", "E", "Group", "g1"), id="instance-operation"),
+        pytest.param(
+            "GET", "/fhir/Group/g1/$export", ("operation", "E", "Group", "g1"), id="instance-operation"
+        ),
         pytest.param("GET", "/fhir/_jobs/abc", ("read", "R", None, None), id="job-status"),
         pytest.param("GET", "/fhir/_exports/abc/Patient.ndjson", ("read", "R", None, None), id="export-file"),
         pytest.param("POST", "/auth/token", ("login", "E", None, None), id="token"),
@@ -150,7 +154,19 @@ def test_classify(method: str, path: str, expected: tuple[Any, ...] | None) -> N
 
 @pytest.mark.parametrize(
     ("status", "outcome"),
-    [(200, 0), (201, 0), (204, 0), (304, 0), (400, 4), (401, 4), (403, 4), (429, 4), (499, 4), (500, 8), (503, 8)],
+    [
+        (200, 0),
+        (201, 0),
+        (204, 0),
+        (304, 0),
+        (400, 4),
+        (401, 4),
+        (403, 4),
+        (429, 4),
+        (499, 4),
+        (500, 8),
+        (503, 8),
+    ],
 )
 def test_outcome_codes(status: int, outcome: int) -> None:
     assert outcome_of(status) == outcome
@@ -159,14 +175,19 @@ def test_outcome_codes(status: int, outcome: int) -> None:
 def test_bundle_entities_of_a_refused_transaction() -> None:
     entries = [{"request": {"method": "DELETE", "url": "Patient/9"}}, "not an entry"]
     got = bundle_entities("transaction", entries, {"resourceType": "OperationOutcome"}, 400)
-    assert [(e.rtype, e.rid, e.action, e.status) for e in got] == [("Patient", "9", "D", 400), (None, None, "E", 400)]
+    assert [(e.rtype, e.rid, e.action, e.status) for e in got] == [
+        ("Patient", "9", "D", 400),
+        (None, None, "E", 400),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
 # authentication and the token endpoint
 
 
-def _register(store: Store, client_id: str, role: str = "ehr", scopes: tuple[str, ...] = ("system/*.cruds",)) -> Any:
+def _register(
+    store: Store, client_id: str, role: str = "ehr", scopes: tuple[str, ...] = ("system/*.cruds",)
+) -> Any:
     key = key_pair("ES384", f"audit-{client_id}")
     register(
         store,
@@ -190,7 +211,9 @@ def test_token_requests_and_auth_failures(auth_client: TestClient, store: Store)
     assert unknown.status_code == 401
     token = issued.json()["access_token"]
     assert auth_client.get("/fhir/Patient").status_code == 401
-    assert auth_client.get("/fhir/Patient", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    assert (
+        auth_client.get("/fhir/Patient", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    )
     assert auth_client.get("/fhir/Encounter", headers={"Authorization": f"Bearer {token}"}).status_code == 403
     assert auth_client.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     rows = _rows(store, mark)
@@ -242,7 +265,10 @@ def test_audit_event_resources(history: TestClient) -> None:
     assert read["subtype"] == [{"system": "http://hl7.org/fhir/restful-interaction", "code": "read"}]
     assert read["action"] == "R"
     assert read["entity"] == [
-        {"type": {"system": "http://hl7.org/fhir/resource-types", "code": "Patient"}, "what": {"reference": "Patient/h1"}}
+        {
+            "type": {"system": "http://hl7.org/fhir/resource-types", "code": "Patient"},
+            "what": {"reference": "Patient/h1"},
+        }
     ]
     agent = read["agent"][0]
     assert agent["who"]["identifier"]["value"] == "anonymous" and agent["requestor"] is True
@@ -271,11 +297,16 @@ def test_audit_event_resources(history: TestClient) -> None:
         pytest.param({"date": "le2000-01-01"}, set(), id="date-before"),
     ],
 )  # fmt: skip
-def test_search_parameters(history: TestClient, params: dict[str, str], expected: set[tuple[str, str]]) -> None:
+def test_search_parameters(
+    history: TestClient, params: dict[str, str], expected: set[tuple[str, str]]
+) -> None:
     params = {**params, "date": params.get("date", "ge2000-01-01")}
     events = _events(history.get("/fhir/AuditEvent", params=params))
     got = {
-        (e["subtype"][0]["code"], e["entity"][0].get("what", {}).get("reference") or e["entity"][0]["type"]["code"])
+        (
+            e["subtype"][0]["code"],
+            e["entity"][0].get("what", {}).get("reference") or e["entity"][0]["type"]["code"],
+        )
         for e in events
         if e["subtype"][0]["code"] != "search-type" or "AuditEvent" not in e["outcomeDesc"]
     }
@@ -285,7 +316,12 @@ def test_search_parameters(history: TestClient, params: dict[str, str], expected
 
 def test_date_agent_and_paging(history: TestClient) -> None:
     now = datetime.now(UTC)
-    window = {"date": [f"ge{(now - timedelta(minutes=5)).isoformat()}", f"le{(now + timedelta(minutes=5)).isoformat()}"]}
+    window = {
+        "date": [
+            f"ge{(now - timedelta(minutes=5)).isoformat()}",
+            f"le{(now + timedelta(minutes=5)).isoformat()}",
+        ]
+    }
     everything = _events(history.get("/fhir/AuditEvent", params={**window, "agent": "anonymous"}))
     assert len(everything) >= 5
     ids = [int(e["id"]) for e in everything]
@@ -299,7 +335,12 @@ def test_date_agent_and_paging(history: TestClient) -> None:
         url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
     assert seen[: len(ids)] == ids or set(ids) <= set(seen)
     assert len(seen) == len(set(seen))
-    assert _events(history.get("/fhir/AuditEvent", params={"date": f"gt{(now + timedelta(hours=1)).isoformat()}"})) == []
+    assert (
+        _events(
+            history.get("/fhir/AuditEvent", params={"date": f"gt{(now + timedelta(hours=1)).isoformat()}"})
+        )
+        == []
+    )
 
 
 def test_count_cap_is_stated(history: TestClient, api_settings: Settings) -> None:

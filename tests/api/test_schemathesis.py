@@ -11,7 +11,8 @@ CI-sized and deterministic: hypothesis ``derandomize`` with a fixed small budget
 kick-offs, which start jobs, get a tiny one), no example database, no shrinking. Two passes:
 authorisation off (the anonymous ``dev`` caller), and SMART on with a real bearer token from
 ``POST /auth/token`` (the ``mint_token`` fixture of ``tests/api/conftest.py``: an EHR client with
-``system/*.cruds``). Both run on SQLite and PostgreSQL (the ``store`` fixture).
+``system/*.cruds``). The first runs on SQLite and PostgreSQL (the ``store`` fixture), the
+second on SQLite.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from tests.api.conftest import MintToken
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 #: Examples per operation and generation mode.
-BUDGET = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 6}
+BUDGET = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 6}
 #: Operations whose valid requests start evaluations or jobs: a tiny budget.
 SLOW = ("$evaluate", "$care-gaps", "$export", "$import", "$rerun", "$data-requirements", "$deqm-submit-data")
 SLOW_BUDGET = 3
@@ -98,6 +99,10 @@ def run_schemathesis(app: FastAPI, headers: dict[str, str]) -> dict[str, str]:
     assert operations
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if mode is GenerationMode.NEGATIVE and not (len(operation.body) or len(operation.query)):
+                # Only path segments or headers to negate: invalid segments are other URLs (404
+                # from routing), and hypothesis spends seconds filtering for them.
+                continue
             try:
                 _one_operation(operation, mode, headers, failures)()
             except Unsatisfiable:
@@ -163,10 +168,13 @@ def test_no_server_errors_and_honest_schema_without_auth(api_settings: Settings,
 
 
 def test_no_server_errors_and_honest_schema_with_a_bearer_token(
-    auth_client: TestClient, mint_token: MintToken
+    engine_name: str, auth_client: TestClient, mint_token: MintToken
 ) -> None:
     """SMART Backend Services on, every request with a valid bearer token (an EHR client with
-    ``system/*.cruds``)."""
+    ``system/*.cruds``). SQLite only: the pass without authorisation covers both engines, and this
+    one the token and scope checks, which are the same on both (CI time budget)."""
+    if engine_name != "sqlite":
+        pytest.skip("the authorised pass runs on SQLite only (time budget); both engines run unauthorised")
     token = mint_token("ehr", "system/*.cruds")
     headers = {"Authorization": f"Bearer {token}"}
     _seed(auth_client, headers)

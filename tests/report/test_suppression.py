@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +26,7 @@ from fhir_adapter.report.suppression import (
     plan_suppression,
     suppress_report,
 )
-from fhir_adapter.settings import DEFAULT_CANONICAL_BASE
+from fhir_adapter.settings import DEFAULT_CANONICAL_BASE, Settings
 from fhir_adapter.store.db import Store
 from tests.report.test_measurereport import CTX, _evaluate, _measure
 
@@ -81,7 +82,7 @@ class Audit:
                 r[4 * unit + a] = Fraction(x)
             return r
 
-        for i, (counts, hidden) in enumerate(self.units):
+        for i, (_counts, hidden) in enumerate(self.units):
             rows += [row(i, ATOM_ROWS[c]) for c in CODES if c not in hidden]
         for k, strata in enumerate(t.stratifiers):
             for a in range(4):
@@ -103,8 +104,8 @@ class Audit:
 
 def _echelon(rows: list[list[Fraction]]) -> list[tuple[int, list[Fraction]]]:
     basis: list[tuple[int, list[Fraction]]] = []
-    for r in rows:
-        r = _reduce(basis, r)
+    for raw in rows:
+        r = _reduce(basis, raw)
         pivot = next((i for i, x in enumerate(r) if x != 0), None)
         if pivot is not None:
             basis.append((pivot, [x / r[pivot] for x in r]))
@@ -339,3 +340,85 @@ def test_checker_refuses_a_score_next_to_a_masked_count(store: Store, mappings: 
     suppressed["group"][0]["measureScore"] = {"value": 0.5}
     problems = check_measure_report(suppressed, _measure(ev, mappings), suppressed=True)
     assert any(p.startswith("suppression: MeasureReport.group[0].measureScore") for p in problems), problems
+
+
+# --------------------------------------------------------------------------------------------------
+# where it is applied: $evaluate-measure and the command line
+
+EVALUATE = "/fhir/Measure/oregon-se-issue-focused/$evaluate-measure"
+PERIOD = {"periodStart": "2025-01-01", "periodEnd": "2025-12-31"}
+THRESHOLD_URL = extension_url(DEFAULT_CANONICAL_BASE)
+
+
+def _threshold(report: dict[str, Any]) -> int | None:
+    found = [e["valueInteger"] for e in report.get("extension", []) if e["url"] == THRESHOLD_URL]
+    return found[0] if found else None
+
+
+def _any_masked(report: dict[str, Any]) -> bool:
+    return "_count" in orjson.dumps(report).decode()
+
+
+@pytest.mark.parametrize(
+    ("setting", "params", "status", "threshold"),
+    [
+        pytest.param(None, {}, 200, None, id="off"),
+        pytest.param(None, {"suppress": "true"}, 200, 11, id="true-is-11"),
+        pytest.param(None, {"suppress": "3"}, 200, 3, id="three"),
+        pytest.param(11, {}, 200, 11, id="site-setting"),
+        pytest.param(11, {"suppress": "3"}, 200, 11, id="setting-is-a-floor"),
+        pytest.param(None, {"suppress": "1"}, 400, None, id="below-two"),
+        pytest.param(None, {"suppress": "lots"}, 400, None, id="not-a-number"),
+        pytest.param(None, {"suppress": "11", "reportType": "subject-list"}, 400, None, id="not-a-summary"),
+    ],
+)
+def test_evaluate_measure_suppress_parameter(
+    settings: Settings,
+    store: Store,
+    mappings: Mappings,
+    setting: int | None,
+    params: dict[str, str],
+    status: int,
+    threshold: int | None,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from fhir_adapter.api.app import create_app
+    from tests.measure.test_boundaries import load
+    from tests.report.test_measurereport import COHORT
+
+    load(store, COHORT)
+    overrides = {"suppression_threshold": setting, "auth_required": False}
+    app = create_app(settings.model_copy(update=overrides), store=store)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get(EVALUATE, params={**PERIOD, **params})
+    assert response.status_code == status, response.text
+    if status == 200:
+        report = response.json()
+        assert _threshold(report) == threshold
+        assert _any_masked(report) == (threshold is not None)
+    else:
+        assert response.json()["issue"][0]["expression"] == ["suppress"]
+
+
+def test_cli_evaluate_suppress(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from fhir_adapter.cli import main
+    from tests.report.test_measurereport import COHORT
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    data = tmp_path / "cohort.ndjson"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in COHORT))
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", str(data), "--database", db, "--quiet"]).exit_code == 0
+    base = ["evaluate", "--measure", "oregon-se-issue-focused", "--period-start", "2025-01-01",
+            "--period-end", "2025-12-31", "--database", db]  # fmt: skip
+    plain = orjson.loads(runner.invoke(main, base, catch_exceptions=False).stdout)
+    assert _threshold(plain) is None and not _any_masked(plain)
+    default = orjson.loads(runner.invoke(main, [*base, "--suppress"], catch_exceptions=False).stdout)
+    assert _threshold(default) == 11 and _any_masked(default)
+    three = orjson.loads(runner.invoke(main, [*base, "--suppress", "3"], catch_exceptions=False).stdout)
+    assert _threshold(three) == 3
+    refused = runner.invoke(main, [*base, "--suppress", "--report-type", "subject-list"])
+    assert refused.exit_code == 2 and "summary" in refused.stderr

@@ -67,7 +67,7 @@ from fhir_adapter.report.targets import Target, load_targets
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.capacity import event_providers, provider_records
 from fhir_adapter.store.db import Store
-from fhir_adapter.store.evaluate import Evaluation, evaluate
+from fhir_adapter.store.evaluate import ChildResult, Evaluation, evaluate
 from fhir_adapter.store.providers import Assignment, assignments, provider_directory
 from fhir_adapter.store.referrals import ServiceDay, qualifying_service_days, service_requests
 from fhir_adapter.store.runs import find_run, run_results
@@ -75,15 +75,18 @@ from fhir_adapter.terminology.codes import Terminology
 
 log = logging.getLogger("fhir_adapter.dashboard")
 
-ColumnKind = Literal["text", "int", "rate", "number", "bool"]
+#: ``longtext`` wraps on the page; the others keep a cell on one line
+ColumnKind = Literal["text", "longtext", "int", "rate", "number", "bool"]
 #: Rows of a long table shown on the page (the download has them all).
-SHOWN_ROWS = 200
+SHOWN_ROWS = 50
 STATEWIDE_LABEL = "statewide"
 #: Data-quality checks computed over every child and service of the evaluation, not per CCO.
 STOREWIDE_CHECKS = frozenset(
     {"unknown-code-system", "services-with-ambiguous-partial-dates", "claims-with-undated-lines"}
 )
 RECONCILIATION_FILE = "summary.json"
+#: Trend periods wait behind the other panels' computations.
+TREND_PRIORITY = 10
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -94,6 +97,18 @@ class Column:
     key: str
     label: str
     kind: ColumnKind = "text"
+    #: drawn on the page (downloads have every column)
+    page: bool = True
+
+
+_WORDS = {"cco": "CCO", "fips": "FIPS", "npi": "NPI", "pcp": "PCP", "id": "id"}
+
+
+def label(key: str) -> str:
+    """``children_in_denominator`` -> ``Children in denominator``, ``cco`` -> ``CCO``."""
+    words = [_WORDS.get(w, w) for w in key.split("_")]
+    first = words[0] if words[0] in _WORDS.values() else words[0].capitalize()
+    return " ".join([first, *words[1:]])
 
 
 @dataclass
@@ -110,8 +125,11 @@ class TableData:
     shown: int | None = None
     #: only downloadable, not drawn as a table (e.g. the long form of the strata tables)
     download_only: bool = False
-    #: (label, columns) groups of a two-level header: consecutive column spans after the row header
-    column_groups: tuple[tuple[str, int], ...] = ()
+    #: a two-level header: (label, number of columns) for consecutive columns from the first; a
+    #: ``None`` label leaves its columns with a one-level header
+    column_groups: tuple[tuple[str | None, int], ...] = ()
+    #: drawn folded (``<details>``): secondary lists the page need not show at once
+    collapsed: bool = False
 
 
 def csv_bytes(table: TableData) -> bytes:
@@ -150,7 +168,7 @@ def parquet_bytes(table: TableData) -> bytes:
 def _typed(value: Any, kind: ColumnKind) -> Any:
     if value is None or value == "":
         return None
-    if kind == "text":
+    if kind in ("text", "longtext"):
         return str(value)
     if kind == "int":
         return int(value)
@@ -398,6 +416,7 @@ class Context:
     referrals: Future[ref.ReferralLoop]
     capacity: Future[CapacityInputs]
     sources: Future[list[dq.SourceQuality]]
+    strata: Future[dict[str, Any]]
 
 
 def _failed(exc: BaseException) -> Future[Any]:
@@ -428,8 +447,9 @@ class Dashboard:
         return ("ev", spec.id, spec.version, self.mappings.hash, start, end, sources, cut, evidence)
 
     def evaluation(
-        self, spec: MeasureSpec, start: date, end: date, sources: SourceMode, cut: int, *, evidence: bool
-    ) -> Future[Evaluation]:
+        self, spec: MeasureSpec, start: date, end: date, sources: SourceMode, cut: int, *, evidence: bool,
+        priority: int = 0,
+    ) -> Future[Evaluation]:  # fmt: skip
         mappings = self.mappings
 
         def run() -> Evaluation:
@@ -441,10 +461,10 @@ class Dashboard:
             )  # fmt: skip
             return ev
 
-        return self.work.get(self._ev_key(spec, start, end, sources, cut, evidence), run)
+        return self.work.get(self._ev_key(spec, start, end, sources, cut, evidence), run, priority=priority)
 
     def period(
-        self, spec: MeasureSpec, start: date, end: date, sources: SourceMode, cut: int
+        self, spec: MeasureSpec, start: date, end: date, sources: SourceMode, cut: int, *, priority: int = 0
     ) -> Future[PeriodResult]:
         """A period's results: from a persisted run not older than the data cut, else from the
         evaluation with evidence when one is cached or running, else from an evaluation."""
@@ -464,9 +484,9 @@ class Dashboard:
                     spec, start, end, sources, "persisted", run_id, run_as_of, tr.outcomes_of_run(rows)
                 )
 
-            return self.work.get(key, from_run)
+            return self.work.get(key, from_run, priority=priority)
         ev = self.work.peek(self._ev_key(spec, start, end, sources, cut, True)) or self.evaluation(
-            spec, start, end, sources, cut, evidence=False
+            spec, start, end, sources, cut, evidence=False, priority=priority
         )
 
         def from_evaluation(done: Evaluation) -> PeriodResult:
@@ -474,7 +494,7 @@ class Dashboard:
                 spec, start, end, sources, "computed", None, done.as_of, tr.outcomes_of_evaluation(done)
             )
 
-        return self.work.get(key, from_evaluation, ev)
+        return self.work.get(key, from_evaluation, ev, priority=priority)
 
     # -- one request -----------------------------------------------------------------------------
     def start(
@@ -501,10 +521,13 @@ class Dashboard:
             plan, trend = None, _failed(exc)
         else:
             chosen = plan
-            parts = [self.period(s, p.start, p.end, selection.sources, cut) for p, s in plan.periods]
+            parts = [
+                self.period(s, p.start, p.end, selection.sources, cut, priority=TREND_PRIORITY)
+                for p, s in plan.periods
+            ]
             target_parts = [
-                (self.period(s, now.start, now.end, selection.sources, cut),
-                 self.period(s, before.start, before.end, selection.sources, cut))
+                (self.period(s, now.start, now.end, selection.sources, cut, priority=TREND_PRIORITY),
+                 self.period(s, before.start, before.end, selection.sources, cut, priority=TREND_PRIORITY))
                 for _t, now, before, s in plan.targets
             ]  # fmt: skip
             flat = [f for pair in target_parts for f in pair]
@@ -529,18 +552,23 @@ class Dashboard:
             lambda ev: capacity_inputs(self.settings, self.store, mappings, ev),
             evaluation,
         )
+        strata = self.work.get(
+            ("strata", *key, selection.cco, scope.ccos, self.settings.suppression_threshold),
+            lambda ev: masked_summary(self.settings, ev, _select(ev, scope, selection.cco)),
+            evaluation,
+        )
         sources = self.work.get(
             ("sources", cut, mappings.hash), lambda: dq.source_quality(self.store, cut, mappings)
         )
         return Context(
             selection, scope, unrestricted, today, cut, spec, evaluation, results, assigned, plan, trend, referrals,
-            capacity, sources,
+            capacity, sources, strata,
         )  # fmt: skip
 
     def needs(self, ctx: Context, panel: str) -> list[Future[Any]]:
         needs: dict[str, list[Future[Any]]] = {
             "rates": list(ctx.results.values()),
-            "strata": [ctx.evaluation],
+            "strata": [ctx.strata],
             "trend": [ctx.trend],
             "gaps": [ctx.evaluation, ctx.assignments],
             "referrals": [ctx.referrals],
@@ -614,20 +642,29 @@ def _in_scope(ctx: Context, cco: str | None) -> bool:
     return chosen is None or cco == chosen
 
 
-def _children(ctx: Context, ev: Evaluation) -> list[Any]:
-    chosen = ctx.selection.cco
-    allowed = ctx.scope.children(ev.children)
-    return [c for c in allowed if chosen is None or c.cco == chosen]
+def _select(ev: Evaluation, scope: EvaluationScope, cco: str | None) -> list[ChildResult]:
+    """The children the caller may see (``scope``) of the selected CCO (``None``: every one)."""
+    return [c for c in scope.children(ev.children) if cco is None or c.cco == cco]
+
+
+def _children(ctx: Context, ev: Evaluation) -> list[ChildResult]:
+    return _select(ev, ctx.scope, ctx.selection.cco)
 
 
 RATE_COLUMNS = (
     Column("group", "Group"), Column("cco", "CCO"),
-    Column("claims_denominator", "Denominator (claims)", "int"), Column("claims_exclusions", "Exclusions (claims)", "int"),
-    Column("claims_numerator", "Numerator (claims)", "int"), Column("claims_rate", "Rate (claims)", "rate"),
-    Column("all_denominator", "Denominator (all sources)", "int"), Column("all_exclusions", "Exclusions (all sources)", "int"),
-    Column("all_numerator", "Numerator (all sources)", "int"), Column("all_rate", "Rate (all sources)", "rate"),
-    Column("difference", "Difference (all − claims)", "rate"),
+    Column("claims_denominator", "Denominator", "int"), Column("claims_exclusions", "Exclusions", "int"),
+    Column("claims_numerator", "Numerator", "int"), Column("claims_rate", "Rate", "rate"),
+    Column("all_denominator", "Denominator", "int"), Column("all_exclusions", "Exclusions", "int"),
+    Column("all_numerator", "Numerator", "int"), Column("all_rate", "Rate", "rate"),
+    Column("difference", "All − claims", "rate"),
 )  # fmt: skip
+RATE_GROUPS: tuple[tuple[str | None, int], ...] = (
+    (None, 2),
+    ("Claims and enrollment only", 4),
+    ("All sources", 4),
+    ("Difference", 1),
+)
 
 
 def build_rates(dash: Dashboard, ctx: Context) -> Panel:
@@ -676,7 +713,7 @@ def build_rates(dash: Dashboard, ctx: Context) -> Panel:
             "comparable with OHA's scoring; all sources adds EHR data (the early signal)."
         ),
         facts=facts,
-        tables=[TableData("rates", caption, RATE_COLUMNS, rows, row_header="group")],
+        tables=[TableData("rates", caption, RATE_COLUMNS, rows, row_header="cco", column_groups=RATE_GROUPS)],
         notes=notes,
     )  # fmt: skip
 
@@ -720,13 +757,17 @@ def _unit(element: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_strata(dash: Dashboard, ctx: Context) -> Panel:
-    ev = ctx.evaluation.result()
-    settings = dash.settings
-    children = _children(ctx, ev)
+def masked_summary(settings: Settings, ev: Evaluation, children: list[ChildResult]) -> dict[str, Any]:
+    """The summary MeasureReport of ``children`` with small cells suppressed (module docstring)."""
     report = summary_report(ev, workflow.report_context(settings, ev.spec.hash), children=children)
     threshold = settings.suppression_threshold or DEFAULT_THRESHOLD
-    masked = suppress_report(report, threshold, extension_url=extension_url(settings.canonical_base))
+    return suppress_report(report, threshold, extension_url=extension_url(settings.canonical_base))
+
+
+def build_strata(dash: Dashboard, ctx: Context) -> Panel:
+    ev = ctx.evaluation.result()
+    threshold = dash.settings.suppression_threshold or DEFAULT_THRESHOLD
+    masked = ctx.strata.result()
     groups = ev.spec.groups
     long_rows: list[dict[str, Any]] = []
     per_stratifier: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
@@ -756,7 +797,7 @@ def build_strata(dash: Dashboard, ctx: Context) -> Panel:
     for sid in [s for s in ev.spec.stratifiers if s in per_stratifier]:
         strata = per_stratifier[sid]
         columns = [Column("stratum", STRATIFIER_LABELS.get(sid, sid))]
-        spans = []
+        spans: list[tuple[str | None, int]] = [(None, 1)]
         for group in groups:
             columns += [
                 Column(f"{group.id}_denominator", "Denominator", "int"),
@@ -803,7 +844,8 @@ def build_strata(dash: Dashboard, ctx: Context) -> Panel:
         intro=(
             f"Strata of the summary MeasureReport ({ctx.selection.sources} sources). Small cells: counts from 1 to "
             f"{threshold - 1} and the counts that would reveal them are suppressed (complementary suppression), "
-            "and a rate is shown only when its denominator, exclusions and numerator are all shown. REALD values come "
+            "and a rate is shown only when its denominator, exclusions and numerator are all shown (exclusions, deaths, "
+            "are usually small, so many rates are suppressed here; the Rates panel has them). REALD values come "
             "from eligibility data; values marked EHR-reported come from the clinics' records."
         ),
         tables=tables, charts=charts,
@@ -822,9 +864,9 @@ TARGET_COLUMNS = (
     Column("rate_period", "Rate period"), Column("baseline", "Baseline", "rate"), Column("baseline_period", "Baseline period"),
     Column("benchmark", "Benchmark", "rate"), Column("improvement_target", "Improvement target", "rate"),
     Column("meets_benchmark", "Meets benchmark", "bool"), Column("meets_improvement_target", "Meets target", "bool"),
-    Column("met", "Met", "bool"), Column("benchmark_status", "Benchmark status"), Column("benchmark_source", "Benchmark source"),
-    Column("improvement_status", "Target status"), Column("improvement_source", "Target source"),
-    Column("rate_origin", "Rate origin"), Column("baseline_origin", "Baseline origin"),
+    Column("met", "Met", "bool"), Column("benchmark_status", "Benchmark status"), Column("benchmark_source", "Benchmark source", "longtext", page=False),
+    Column("improvement_status", "Target status"), Column("improvement_source", "Target source", "longtext", page=False),
+    Column("rate_origin", "Rate origin", page=False), Column("baseline_origin", "Baseline origin", page=False),
 )  # fmt: skip
 
 
@@ -882,7 +924,7 @@ def build_trend(dash: Dashboard, ctx: Context) -> Panel:
     tables = [
         TableData(
             "trend", f"Quarterly and rolling 12-month rates, {ctx.selection.year}, {ctx.selection.scope_label}",
-            TREND_COLUMNS, rows, row_header="period", shown=shown,
+            TREND_COLUMNS, rows, row_header="period", shown=shown, collapsed=True,
         )
     ]  # fmt: skip
     tables.append(
@@ -894,6 +936,26 @@ def build_trend(dash: Dashboard, ctx: Context) -> Panel:
     if not result.targets:
         notes.append(
             f"No benchmark or improvement target is configured for {ctx.selection.year} (targets.toml)."
+        )
+    seen: set[tuple[Any, ...]] = set()
+    for r in result.targets:
+        said = (
+            r["group"],
+            r["benchmark_status"],
+            r["benchmark_source"],
+            r["improvement_status"],
+            r["improvement_source"],
+        )
+        if said in seen:
+            continue
+        seen.add(said)
+        notes.append(
+            f"{r['group']} {r['year']}: benchmark ({r['benchmark_status']}): {r['benchmark_source']}"
+            + (
+                f"; improvement target ({r['improvement_status']}): {r['improvement_source']}"
+                if r["improvement_status"]
+                else ""
+            )
         )
     return Panel(
         "trend", PANEL_TITLES["trend"],
@@ -907,7 +969,7 @@ def build_trend(dash: Dashboard, ctx: Context) -> Panel:
 
 
 GAP_COLUMNS = tuple(
-    Column(key, label, "int" if key == "age" else "text")
+    Column(key, label, "int" if key == "age" else "longtext" if key == "reason_text" else "text")
     for key, label in (
         ("member_id", "Member id"), ("patient", "Patient"), ("patient_source", "Source"), ("cco", "CCO"),
         ("age", "Age"), ("group", "Group"), ("reason", "Reason"), ("reason_text", "Why"), ("clinic", "Clinic"),
@@ -949,14 +1011,13 @@ def build_gaps(dash: Dashboard, ctx: Context) -> Panel:
 REFERRAL_COUNT_COLUMNS = tuple(
     Column(
         key,
-        key.replace("_", " ").capitalize(),
+        label(key),
         "text" if key in ("cco", "clinic") else "rate" if key == "closed_share" else "int",
     )
     for key in ref.COUNT_COLUMNS
 )
 REFERRAL_LIST_COLUMNS = tuple(
-    Column(key, key.replace("_", " ").capitalize(), "int" if key.startswith("days_") else "text")
-    for key in ref.LIST_COLUMNS
+    Column(key, label(key), "int" if key.startswith("days_") else "text") for key in ref.LIST_COLUMNS
 )
 
 
@@ -983,23 +1044,21 @@ def build_referrals(dash: Dashboard, ctx: Context) -> Panel:
             TableData("referral-counts", f"Referral loop per CCO and clinic, {ctx.selection.scope_label}",
                       REFERRAL_COUNT_COLUMNS, counts, row_header="cco"),
             TableData("referrals", f"SE referrals, {ctx.selection.scope_label}", REFERRAL_LIST_COLUMNS, rows,
-                      row_header="referral", shown=SHOWN_ROWS),
+                      row_header="referral", shown=SHOWN_ROWS, collapsed=True),
         ],
         charts={"referral-counts": [chart]},
     )  # fmt: skip
 
 
 CAPACITY_SUMMARY_COLUMNS = tuple(
-    Column(k, k.replace("_", " ").capitalize(), "text" if k in ("cco", "county", "fips") else "int")
-    for k in cap.SUMMARY_COLUMNS
+    Column(k, label(k), "text" if k in ("cco", "county", "fips") else "int") for k in cap.SUMMARY_COLUMNS
 )
 CAPACITY_PROVIDER_COLUMNS = tuple(
-    Column(k, k.replace("_", " ").capitalize(), "int" if k in ("children", "service_records") else "text")
+    Column(k, label(k), "int" if k in ("children", "service_records") else "text")
     for k in cap.PROVIDER_COLUMNS
 )
 COUNTIES_WITHOUT_COLUMNS = tuple(
-    Column(k, k.replace("_", " ").capitalize(), "int" if k == "children_in_denominator" else "text")
-    for k in cap.NONE_COLUMNS
+    Column(k, label(k), "int" if k == "children_in_denominator" else "text") for k in cap.NONE_COLUMNS
 )
 
 
@@ -1022,11 +1081,11 @@ def build_capacity(dash: Dashboard, ctx: Context) -> Panel:
         ),
         tables=[
             TableData("capacity", f"Providers and children served per county, {scope}", CAPACITY_SUMMARY_COLUMNS,
-                      summary, row_header="county"),
+                      summary, row_header="county", shown=SHOWN_ROWS),
             TableData("counties-without", f"Counties without a provider of these services, {scope}",
-                      COUNTIES_WITHOUT_COLUMNS, without, row_header="county"),
+                      COUNTIES_WITHOUT_COLUMNS, without, row_header="county", collapsed=True),
             TableData("capacity-providers", f"Providers, {scope}", CAPACITY_PROVIDER_COLUMNS, providers,
-                      row_header="provider", shown=SHOWN_ROWS),
+                      row_header="provider", shown=SHOWN_ROWS, collapsed=True),
         ],
     )  # fmt: skip
 
@@ -1035,7 +1094,7 @@ RECONCILIATION_COLUMNS = (
     Column("group", "Group"), Column("population", "Population"), Column("both", "In both", "int"),
     Column("only_oha", "Only OHA", "int"), Column("only_us", "Only us", "int"), Column("union", "Union", "int"),
     Column("cco_differs", "CCO differs", "int"), Column("agreement_rate", "Agreement", "rate"),
-    Column("reasons", "Reasons for differences"),
+    Column("reasons", "Reasons for differences", "longtext"),
 )  # fmt: skip
 
 
@@ -1098,7 +1157,7 @@ QUALITY_COLUMNS = (
     Column("count", "Count", "int"),
 )
 SOURCE_COLUMNS = tuple(
-    Column(k, k.replace("_", " ").capitalize(),
+    Column(k, label(k),
            "int" if k in ("resources_total", "rejected", "patients", "unlinked_patients",
                           "patients_without_birth_date", "unknown_code_systems") else "text")
     for k in dq.SOURCE_COLUMNS

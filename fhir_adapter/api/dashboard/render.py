@@ -16,7 +16,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fhir_adapter.api.dashboard.data import Column, Panel, TableData
-from fhir_adapter.api.dashboard.selection import KIND_LABELS, KINDS, SOURCE_LABELS, SOURCE_MODES, Options, Selection
+from fhir_adapter.api.dashboard.selection import (
+    KIND_LABELS,
+    KINDS,
+    SOURCE_LABELS,
+    SOURCE_MODES,
+    Options,
+    Selection,
+)
 from fhir_adapter.api.html import Html, el, esc, raw
 from fhir_adapter.report.svg import percent
 
@@ -80,19 +87,28 @@ def cell_text(value: Any, column: Column, suppressed: bool) -> Html:
     return esc(value)
 
 
-def download_links(table: TableData, selection: Selection) -> Html:
-    query = selection.query()
+def table_url(name: str, ext: str, selection: Selection) -> str:
+    return f"{BASE}/table/{name}.{ext}?{selection.query()}"
+
+
+def _links(table: TableData, selection: Selection) -> list[Html]:
     links = [
         el(
             "a",
             label,
             visually_hidden(f" of {table.caption}"),
-            href=f"{BASE}/table/{table.name}.{ext}?{query}",
+            href=table_url(table.name, ext, selection),
             download=f"{table.name}.{ext}",
+            data_table=table.name,
+            data_format=ext,
         )
         for ext, label in (("csv", "CSV"), ("parquet", "Parquet"))
     ]
-    return el("p", "Download this table: ", links[0], " · ", links[1], class_="downloads")
+    return [links[0], Html(" · "), links[1]]
+
+
+def download_links(table: TableData, selection: Selection) -> Html:
+    return el("p", "Download this table: ", _links(table, selection), class_="downloads")
 
 
 def table_html(table: TableData, selection: Selection) -> Html:
@@ -101,14 +117,22 @@ def table_html(table: TableData, selection: Selection) -> Html:
     if len(rows) < len(table.rows):
         caption += f" (first {len(rows)} of {len(table.rows)} rows; the download has all)"
     caption_id = f"caption-{table.name}"
-    columns = table.columns
+    columns = tuple(c for c in table.columns if c.page)
     head: list[Html] = []
     if table.column_groups:
-        first = columns[0]
-        top = [el("th", first.label, scope="col", rowspan="2")]
-        top += [el("th", label, scope="colgroup", colspan=str(span)) for label, span in table.column_groups]
+        top: list[Html] = []
+        second: list[Html] = []
+        index = 0
+        for label, span in table.column_groups:
+            grouped = columns[index : index + span]
+            index += span
+            if label is None:
+                top += [el("th", c.label, scope="col", rowspan="2", class_=_cls(c)) for c in grouped]
+            else:
+                top.append(el("th", label, scope="colgroup", colspan=str(span)))
+                second += [el("th", c.label, scope="col", class_=_cls(c)) for c in grouped]
         head.append(el("tr", top))
-        head.append(el("tr", [el("th", c.label, scope="col") for c in columns[1:]]))
+        head.append(el("tr", second))
     else:
         head.append(el("tr", [el("th", c.label, scope="col", class_=_cls(c)) for c in columns]))
     body: list[Html] = []
@@ -124,7 +148,7 @@ def table_html(table: TableData, selection: Selection) -> Html:
         body.append(el("tr", cells))
     if not rows:
         body.append(el("tr", el("td", "No rows for this selection.", colspan=str(len(columns)))))
-    return Html(
+    drawn = Html(
         el(
             "div",
             el("table", el("caption", caption, id=caption_id), el("thead", head), el("tbody", body)),
@@ -135,10 +159,17 @@ def table_html(table: TableData, selection: Selection) -> Html:
         )
         + download_links(table, selection)
     )
+    if table.collapsed:
+        return el(
+            "details", el("summary", f"{table.caption} ({len(table.rows)} rows)"), drawn, class_="folded"
+        )
+    return drawn
 
 
 def _cls(column: Column) -> str | None:
-    return "num" if column.kind in ("int", "rate", "number") else None
+    if column.kind in ("int", "rate", "number"):
+        return "num"
+    return "wrap" if column.kind == "longtext" else None
 
 
 # -- panels ---------------------------------------------------------------------------------------
@@ -175,7 +206,14 @@ def panel_html(panel: Panel, selection: Selection, reload_url: str) -> Html:
     parts: list[object] = [el("h2", panel.title, id=heading_id)]
     if panel.status == "pending":
         parts.append(
-            el("p", panel.message, " ", el("a", "Reload the page", href=reload_url), class_="pending", role="status")
+            el(
+                "p",
+                panel.message,
+                " ",
+                el("a", "Reload the page", href=reload_url),
+                class_="pending",
+                role="status",
+            )
         )
     elif panel.status == "error":
         parts.append(el("p", panel.message, class_="error", role="alert"))
@@ -185,22 +223,27 @@ def panel_html(panel: Panel, selection: Selection, reload_url: str) -> Html:
         if panel.message:
             parts.append(el("p", panel.message, class_="message", role="status"))
         if panel.facts:
-            parts.append(el("dl", [Html(el("dt", k) + el("dd", v)) for k, v in panel.facts], class_="facts"))
+            parts.append(
+                el("dl", [el("div", el("dt", k), el("dd", v)) for k, v in panel.facts], class_="facts")
+            )
         if panel.id == "gaps" and panel.groups:
             parts.append(gap_filter(panel, selection))
         for table in panel.tables:
             for chart in panel.charts.get(table.name, []):
                 parts.append(el("div", raw(chart), class_="chart"))
             if table.download_only:
-                parts.append(
-                    el("p", f"{table.caption}: ", download_links(table, selection), class_="download-only")
-                )
+                parts.append(el("p", f"{table.caption}: ", _links(table, selection), class_="download-only"))
                 continue
             parts.append(table_html(table, selection))
         if panel.notes:
             parts.append(el("ul", [el("li", n) for n in panel.notes], class_="notes"))
     return el(
-        "section", parts, id=f"panel-{panel.id}", class_="panel", aria_labelledby=heading_id, data_status=panel.status
+        "section",
+        parts,
+        id=f"panel-{panel.id}",
+        class_="panel",
+        aria_labelledby=heading_id,
+        data_status=panel.status,
     )
 
 
@@ -214,7 +257,10 @@ def _select(name: str, label: str, options: Iterable[tuple[str, str, dict[str, s
         el("label", label, for_=field_id),
         el(
             "select",
-            [el("option", text, value=value, selected=(value == chosen), **extra) for value, text, extra in options],
+            [
+                el("option", text, value=value, selected=(value == chosen), **extra)
+                for value, text, extra in options
+            ],
             id=field_id,
             name=name,
         ),
@@ -232,7 +278,10 @@ def selector_form(selection: Selection, opts: Options) -> Html:
             _select(
                 "measure",
                 "Measure",
-                [(m, f"{title} ({m})", {"data_years": " ".join(map(str, opts.years[m]))}) for m, title in opts.measures],
+                [
+                    (m, f"{title} ({m})", {"data_years": " ".join(map(str, opts.years[m]))})
+                    for m, title in opts.measures
+                ],
                 selection.measure,
             ),
             _select("period", "Period", [(k, KIND_LABELS[k], {}) for k in KINDS], selection.kind),
@@ -244,7 +293,9 @@ def selector_form(selection: Selection, opts: Options) -> Html:
                 str(selection.quarter),
             ),
             _select("cco", "CCO", [(v, label, {}) for v, label in opts.ccos], selection.cco or "statewide"),
-            _select("sources", "Sources", [(m, SOURCE_LABELS[m], {}) for m in SOURCE_MODES], selection.sources),
+            _select(
+                "sources", "Sources", [(m, SOURCE_LABELS[m], {}) for m in SOURCE_MODES], selection.sources
+            ),
             el("div", el("button", "Show", type="submit"), class_="field actions"),
         ),
         method="get",
@@ -276,7 +327,7 @@ def dashboard_page(
     ]
     if notices:
         body.append(el("div", [el("p", n) for n in notices], class_="notice", role="status"))
-    body.append(el("dl", [Html(el("dt", k) + el("dd", v)) for k, v in status], class_="status"))
+    body.append(el("dl", [el("div", el("dt", k), el("dd", v)) for k, v in status], class_="status"))
     body.append(nav)
     body += [panel_html(p, selection, reload_url) for p in panels]
     title = f"{selection.measure} {selection.period_label}, {selection.scope_label}: dashboard"
@@ -287,7 +338,13 @@ def who_html(description: str, *, can_sign_out: bool) -> Html:
     parts: list[object] = [el("span", description)]
     if can_sign_out:
         parts.append(
-            el("form", el("button", "Sign out", type="submit"), method="post", action=f"{BASE}/logout", class_="signout")
+            el(
+                "form",
+                el("button", "Sign out", type="submit"),
+                method="post",
+                action=f"{BASE}/logout",
+                class_="signout",
+            )
         )
     return el("div", parts, class_="who")
 

@@ -1,5 +1,6 @@
-"""Computations shared by dashboard requests: each runs once per key in a small thread pool and
-its result is kept in memory (least recently used first out).
+"""Computations shared by dashboard requests: each runs once per key on a few worker threads
+(lower ``priority`` first, then in order of arrival) and its result is kept in memory (least
+recently used first out).
 
 A computation may depend on others: it is handed to the pool only once they are done, so a pool
 thread never waits for another (no deadlock with few threads). A request waits for the results it
@@ -10,12 +11,14 @@ next one tries again).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from typing import Any, TypeVar
 
@@ -25,21 +28,40 @@ T = TypeVar("T")
 
 
 class Work:
-    """Keyed, cached computations on ``threads`` pool threads; at most ``capacity`` results kept."""
+    """Keyed, cached computations on ``threads`` daemon threads; at most ``capacity`` results kept."""
 
     def __init__(self, *, threads: int = 2, capacity: int = 256) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dashboard")
         self.capacity = capacity
         self._entries: OrderedDict[Hashable, Future[Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._stopped = False
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"dashboard-{n}", daemon=True) for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _worker(self) -> None:
+        while True:
+            _priority, _n, run = self._queue.get()
+            if run is None:
+                return
+            try:
+                run()
+            except BaseException:  # pragma: no cover - run() stores its errors in its future
+                log.exception("dashboard computation failed")
 
     def peek(self, key: Hashable) -> Future[Any] | None:
         with self._lock:
             return self._entries.get(key)
 
-    def get(self, key: Hashable, compute: Callable[..., T], *deps: Future[Any]) -> Future[T]:
+    def get(
+        self, key: Hashable, compute: Callable[..., T], *deps: Future[Any], priority: int = 0
+    ) -> Future[T]:
         """The future of ``compute(*results of deps)`` for ``key``: the cached one when there is
-        one, else a new one, started once every dependency is done (a failed dependency fails it)."""
+        one, else a new one, queued once every dependency is done (a failed dependency fails it)."""
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
@@ -58,13 +80,13 @@ class Work:
                 self._drop(key, future)
                 future.set_exception(exc)
 
-        self._after(deps, run)
+        self._after(deps, run, priority)
         return future
 
-    def _after(self, deps: Sequence[Future[Any]], run: Callable[[], None]) -> None:
+    def _after(self, deps: Sequence[Future[Any]], run: Callable[[], None], priority: int) -> None:
         pending = [d for d in deps if not d.done()]
         if not pending:
-            self._submit(run)
+            self._submit(run, priority)
             return
         remaining = [len(pending)]
         lock = threading.Lock()
@@ -74,16 +96,16 @@ class Work:
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
-                self._submit(run)
+                self._submit(run, priority)
 
         for d in pending:
             d.add_done_callback(one_done)
 
-    def _submit(self, run: Callable[[], None]) -> None:
-        try:
-            self.pool.submit(run)
-        except RuntimeError:  # the pool is shut down (the app is stopping): run here
+    def _submit(self, run: Callable[[], None], priority: int) -> None:
+        if self._stopped:  # the app is stopping: run here
             run()
+            return
+        self._queue.put((priority, next(self._order), run))
 
     def _drop(self, key: Hashable, future: Future[Any]) -> None:
         with self._lock:
@@ -103,7 +125,15 @@ class Work:
             self._entries = OrderedDict((k, f) for k, f in self._entries.items() if not f.done())
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads after their current computation (queued ones are dropped)."""
+        self._stopped = True
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        for _thread in self._threads:
+            self._queue.put((-1, next(self._order), None))
 
 
 def wait_until(futures: Iterable[Future[Any]], deadline: float) -> None:
