@@ -107,7 +107,7 @@ ACTIONS = ("C", "R", "U", "D", "E")
 OUTCOMES = {0: "Success", 4: "Minor failure", 8: "Serious failure", 12: "Major failure"}
 INTERACTIONS = (
     "read", "vread", "update", "patch", "delete", "create", "search-type", "transaction", "batch",
-    "operation", LOGIN,
+    "operation", "search-system", LOGIN,
 )  # fmt: skip
 #: Roles that may read the audit trail (OHA and administrators; ``dev`` is authorisation off).
 READERS = UNRESTRICTED_ROLES
@@ -300,7 +300,11 @@ def classify(method: str, path: str) -> Classified | None:
     if rest and rest[0] in UNAUDITED:
         return None
     if not rest:
-        return Classified("transaction", "E", None, None)
+        return (
+            Classified("transaction", "E", None, None)
+            if method == "POST"
+            else Classified("search-system", "E", None, None)
+        )
     operation = next((i for i, s in enumerate(rest) if s.startswith("$")), None)
     if operation is not None:
         rtype = rest[0] if operation >= 1 and _TYPE.match(rest[0]) else None
@@ -325,6 +329,11 @@ def classify(method: str, path: str) -> Classified | None:
         "POST": ("create", "C"),
     }.get(method, ("read", "R"))
     return Classified(interaction, action, rtype, rid)
+
+
+def _clean(text: str, limit: int) -> str:
+    """Text as every engine stores it: no NUL (PostgreSQL ``text`` cannot hold one), bounded."""
+    return text.replace("\x00", "\\0")[:limit]
 
 
 def outcome_of(status: int) -> int:
@@ -375,7 +384,7 @@ def audit_rows(
         noted = state.get(DETAIL)
         text = str(noted) if noted else info.note
         if text:
-            detail["note"] = text[:500]
+            detail["note"] = _clean(text, 500)
     if not identity.verified and info.interaction != LOGIN and status in (401, 403):
         detail.setdefault("note", "not authenticated" if status == 401 else "forbidden")
     interaction = str(state.get(INTERACTION) or info.interaction)
@@ -394,13 +403,13 @@ def audit_rows(
         rows.append(
             {
                 "at": now,
-                "client_id": client_id[:128],
-                "role": role[:16] if role else None,
+                "client_id": _clean(client_id, 128),
+                "role": _clean(role, 16) if role else None,
                 "action": entity.action if entity.action in ACTIONS else "E",
                 "interaction": interaction[:32],
                 "resource_type": entity.rtype[:64] if entity.rtype else None,
                 "resource_id": entity.rid[:64] if entity.rid else None,
-                "path": path[:MAX_PATH],
+                "path": _clean(path, MAX_PATH),
                 "status": entity_status,
                 "outcome": outcome_of(entity_status),
                 "detail": detail_text,

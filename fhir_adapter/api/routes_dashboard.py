@@ -59,12 +59,13 @@ STATIC_FILES = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "tex
 MAX_FORM_BYTES = 16 * 1024
 #: Seconds a page waits for its panels before showing those still running as "still computing".
 WAIT_SECONDS = 5.0
-#: Answers carrying member-level data: never cached, never framed, no referrer, scripts and styles
-#: from this server only.
+#: Answers carrying member-level data: never cached, never framed, no referrer to other sites,
+#: scripts and styles from this server only.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on the sign-in form
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -78,7 +79,7 @@ _lock = threading.Lock()
 def install_dashboard(app: FastAPI, *, wait_seconds: float = WAIT_SECONDS, threads: int = 2) -> Dashboard:
     """Put a :class:`Dashboard` on ``app.state.dashboard`` (its threads stop with the app)."""
     state: AppState = app.state.adapter
-    work = Work(threads=threads)
+    work = Work(threads=threads, capacity=64)
     dash = Dashboard(
         state.settings, state.store, lambda: state.mappings, work=work, wait_seconds=wait_seconds
     )

@@ -22,6 +22,12 @@ Search (R4 search.html, SQL in :mod:`fhir_adapter.store.search`): a ``searchset`
 and left out of the self link, unless ``Prefer: handling=strict`` (400) (R4 search.html "Handling
 errors"); an unsupported modifier or a malformed value is always 400. ``_format`` accepts JSON
 only (406 otherwise).
+
+Authorisation: reads need the type's SMART ``r`` scope and searches its ``s`` scope (the generated
+definitional types any token); every read, vread, count and page is restricted to the rows the
+caller's tenancy allows (:mod:`fhir_adapter.auth.policy`, docs/security.md), so another tenant's
+resource answers 404 like an unknown one, and page tokens carry the tenancy (400 when replayed by
+another tenant).
 """
 
 from __future__ import annotations

@@ -357,9 +357,7 @@ class Policy:
                 (f.source, {subject_pid}) IN ({allowed})
                 OR (f.source = :tn_report_source AND {subject_pid} IN (SELECT a.pid FROM ({allowed}) a)
                     AND NOT EXISTS ({foreign}))))"""
-        return (
-            f"EXISTS (SELECT 1 FROM f_event x WHERE x.rkey = {alias}.rkey AND (x.source, x.pid) IN ({allowed}))"
-        )
+        return f"EXISTS (SELECT 1 FROM f_event x WHERE x.rkey = {alias}.rkey AND (x.source, x.pid) IN ({allowed}))"
 
     # -- evaluations ----------------------------------------------------------------------------
     def evaluation_scope(self) -> EvaluationScope:

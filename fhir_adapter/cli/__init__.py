@@ -7,6 +7,7 @@ Commands live in one module per concern; importing them registers them on :data:
 from fhir_adapter.cli import (  # noqa: F401
     clients,
     core,
+    dashboard,
     exports,
     extracts,
     mappings,

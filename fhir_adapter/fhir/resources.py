@@ -166,21 +166,81 @@ R4_RESOURCE_TYPES = frozenset(
 )
 
 
-def check_resource(value: Any) -> str | None:
-    """Return why ``value`` cannot be stored as a resource, or ``None`` if it can."""
+#: Top-level elements that repeat (cardinality ``..*`` in R4) among those the adapter reads, per
+#: type. R4 JSON (json.html "JSON representation of Resources"): a repeating element is always an
+#: array, even with one item; an object or string in its place is the commonest shape error in
+#: real extracts, and a resource carrying one would silently lose what the measure reads there.
+REPEATING: dict[str, frozenset[str]] = {
+    rtype: frozenset(names.split())
+    for rtype, names in {
+        "Claim": "identifier related careTeam supportingInfo diagnosis procedure insurance item",
+        "Condition": "identifier category bodySite evidence note",
+        "Coverage": "identifier payor class",
+        "Encounter": "identifier type participant reasonCode reasonReference diagnosis location basedOn",
+        "ExplanationOfBenefit": "identifier related careTeam supportingInfo diagnosis procedure insurance item "
+        "adjudication total",
+        "Group": "identifier characteristic member",
+        "List": "identifier entry note",
+        "Location": "identifier alias type telecom",
+        "MeasureReport": "identifier group evaluatedResource",
+        "Observation": "identifier basedOn partOf category performer component note",
+        "Organization": "identifier type telecom address",
+        "Patient": "identifier name telecom address communication contact",
+        "Practitioner": "identifier name telecom address qualification",
+        "PractitionerRole": "identifier code specialty location telecom",
+        "Procedure": "identifier basedOn partOf performer reasonCode reasonReference bodySite note",
+        "ServiceRequest": "identifier basedOn replaces category performer reasonCode reasonReference insurance "
+        "supportingInfo note",
+        "Task": "identifier basedOn partOf input output note",
+    }.items()
+}
+#: DomainResource's own repeating elements (every type but Bundle, Parameters and Binary).
+_DOMAIN_REPEATING = ("contained", "extension", "modifierExtension")
+_NOT_DOMAIN = frozenset({"Bundle", "Parameters", "Binary"})
+
+
+def resource_problem(value: Any) -> tuple[str, str] | None:
+    """``(element, why)`` when ``value`` cannot be stored as a resource (``element`` is the
+    top-level element at fault: ``resourceType``, a repeating element that is not an array, or
+    ``id``, checked in that order), or ``None`` if it can."""
     if not isinstance(value, dict):
-        return f"expected a JSON object, got {type(value).__name__}"
+        return "resourceType", f"expected a JSON object, got {type(value).__name__}"
     rtype = value.get("resourceType")
     if not isinstance(rtype, str):
-        return "no resourceType"
+        return "resourceType", "no resourceType"
     if rtype not in R4_RESOURCE_TYPES:
-        return f"unknown resourceType {rtype[:64]!r} (not FHIR R4)"
+        return "resourceType", f"unknown resourceType {rtype[:64]!r} (not FHIR R4)"
+    names = REPEATING.get(rtype, ())
+    for name in (*names, *(() if rtype in _NOT_DOMAIN else _DOMAIN_REPEATING)):
+        element = value.get(name)
+        if element is not None and not isinstance(element, list):
+            return name, (
+                f"{rtype}.{name} is a JSON {_json_type(element)}, not an array: a repeating element is always "
+                "an array in FHIR JSON, even with one item"
+            )
     rid = value.get("id")
     if not isinstance(rid, str):
-        return f"{rtype} has no id"
+        return "id", f"{rtype} has no id"
     if not ID_RE.match(rid):
-        return f"{rtype} id {rid[:80]!r} is not a valid FHIR id"
+        return "id", f"{rtype} id {rid[:80]!r} is not a valid FHIR id"
     return None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"
+
+
+def check_resource(value: Any) -> str | None:
+    """Return why ``value`` cannot be stored as a resource, or ``None`` if it can
+    (:func:`resource_problem` without the element)."""
+    found = resource_problem(value)
+    return None if found is None else found[1]
 
 
 #: Deepest JSON nesting accepted, counting objects and arrays (the resource itself is level 1).

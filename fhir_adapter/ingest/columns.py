@@ -162,6 +162,21 @@ def _open_text(path: Path, encoding: str) -> IO[str]:
     return io.TextIOWrapper(raw, encoding=encoding, newline="")
 
 
+def _undecodable_line(path: Path, encoding: str) -> int | None:
+    """The number of the first line of ``path`` that ``encoding`` cannot decode (the decoder
+    reads ahead in blocks, so the error itself does not say), or ``None``."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb") as raw:
+            for number, line in enumerate(raw, start=1):
+                decoder.decode(line)
+    except UnicodeDecodeError:
+        return number
+    except (OSError, EOFError):
+        return None
+    return None
+
+
 def read_rows(path: Path, cmap: ColumnMap, errors: list[InvalidDataError] | None = None) -> Iterator[Row]:
     """The data rows of ``path``; blank lines are skipped. A missing or ambiguous header column,
     undecodable text or an unreadable file raises :class:`InvalidDataError` at ``file:line``.
@@ -175,7 +190,12 @@ def read_rows(path: Path, cmap: ColumnMap, errors: list[InvalidDataError] | None
             else:
                 yield from _fixed_rows(path, handle, cmap)
         except UnicodeDecodeError as exc:
-            raise InvalidDataError(f"not {cmap.encoding} text: {exc.reason}", location=f"{path}") from None
+            line = _undecodable_line(path, cmap.encoding)
+            raise InvalidDataError(
+                f"not {cmap.encoding} text: {exc.reason} (Excel saves 'CSV' in the Windows code page: save as "
+                "'CSV UTF-8', or set encoding in the column map)",
+                location=f"{path}:{line}" if line else f"{path}",
+            ) from None
         except (OSError, EOFError) as exc:  # a corrupt or truncated .gz
             raise InvalidDataError(f"cannot read: {exc}", location=f"{path}") from None
 

@@ -8,6 +8,7 @@ Inside a Bundle, ``fullUrl`` references (``urn:uuid:…`` or absolute) are rewri
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import uuid
@@ -74,6 +75,11 @@ def read_file(
         # A buffer large enough that peek() sees past a long first line.
         buffered = io.BufferedReader(stream, buffer_size=_PEEK)  # type: ignore[type-var]
         head = buffered.peek(_PEEK)[:_PEEK]
+        if head.startswith(codecs.BOM_UTF8):  # RFC 8259 §8.1: a parser MAY ignore it (Windows editors)
+            buffered.read(len(codecs.BOM_UTF8))
+            if on_bytes:
+                on_bytes(len(codecs.BOM_UTF8))
+            head = head[len(codecs.BOM_UTF8) :]
         if _is_ndjson(path, head):
             yield from _read_ndjson(path, buffered, on_bytes, max_line_bytes)
         else:
@@ -129,15 +135,14 @@ def bounded_lines(stream: IO[bytes] | Iterable[bytes], limit: int | None) -> Ite
         return
     readline = getattr(stream, "readline", None)
     if readline is None:
-        for line in stream:
-            size = _content_length(line)
-            yield LongLine(size, len(line), limit) if size > limit else line
+        for whole in stream:
+            size = _content_length(whole)
+            yield LongLine(size, len(whole), limit) if size > limit else whole
         return
     while True:
-        chunk_: bytes = readline(limit + 2)
-        if not chunk_:
+        line: bytes = readline(limit + 2)
+        if not line:
             return
-        line = chunk_
         if line.endswith(b"\n") or len(line) < limit + 2:
             size = _content_length(line)
             yield LongLine(size, len(line), limit) if size > limit else line

@@ -29,7 +29,7 @@ from sqlalchemy import text
 from fhir_adapter.errors import PayloadTooLargeError, PreconditionFailedError, UsageError
 from fhir_adapter.fhir.dates import from_micros
 from fhir_adapter.fhir.outcome import Issue, operation_outcome
-from fhir_adapter.fhir.resources import ID_RE, R4_RESOURCE_TYPES, check_resource
+from fhir_adapter.fhir.resources import ID_RE, R4_RESOURCE_TYPES, resource_problem
 from fhir_adapter.ingest.files import (
     TOO_LONG,
     LineError,
@@ -130,17 +130,18 @@ class Problem:
 
 def structure_problem(value: Any, root: str) -> Problem | None:
     """Status 422 with the failing element when ``value`` fails the store's structural check
-    (:func:`~fhir_adapter.fhir.resources.check_resource`); ``root`` is the resource's own path
+    (:func:`~fhir_adapter.fhir.resources.resource_problem`); ``root`` is the resource's own path
     (``Bundle.entry[2].resource``), or empty for a request body (then ``Patient.id``)."""
-    problem = check_resource(value)
-    if problem is None:
+    found = resource_problem(value)
+    if found is None:
         return None
+    element, problem = found
     if not isinstance(value, dict):
         return Problem(422, problem, root or "Resource")
     rtype = value.get("resourceType")
     known = isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES
     base = root or (rtype if known else "Resource")
-    return Problem(422, problem, f"{base}.resourceType" if not known else f"{base}.id")
+    return Problem(422, problem, f"{base}.{element}")
 
 
 def type_problem(rtype: str, where: str) -> Problem | None:

@@ -5,10 +5,10 @@ a threshold ``N`` in, a copy with some counts masked out. Spec §4 "Optional sma
 suppression on published summaries (default threshold 11) with complementary suppression, so a
 hidden cell cannot be recovered from totals".
 
-Policy (CMS Cell Size Suppression Policy, as published by ResDAC for CMS data: no cell of
-1 to 10 beneficiaries may be displayed, and no percentage or other formula may be used that
-lets a reader derive such a cell; a zero may be shown. UNVERIFIED against an OHA rule: OHA
-publications follow the same practice, and the threshold is a setting):
+Policy (the CMS Cell Size Suppression Policy for CMS data, as ResDAC states it: no cell of 1 to
+10 beneficiaries may be displayed, and no percentage or other formula may be used that lets a
+reader derive such a cell; a zero may be shown. UNVERIFIED: the policy text was not at hand
+here, and no OHA rule was checked; hence the threshold is a setting):
 
 - A count is **small** when ``1 <= count <= N - 1`` (``N = 11`` hides 1–10). Zero is not small.
 - Counts of children include derived ones. The populations are nested (CQF Measures STU5
@@ -30,10 +30,11 @@ Rules, applied to each group of the report:
    initial population ("missing" is a stratum), so for every population and every atom the
    strata add up to the group, across every stratifier. Whatever these equations let the
    reader determine is checked exactly (rules 4–5); while something small is determined, one
-   more count is hidden: first the same population in the next-smallest other stratum of the
-   stratifier (the classic "hide the next-smallest cell too"), else a group count, else a
-   count in another stratifier. Each step hides one more count, so the loop ends (all hidden
-   is always safe).
+   more count is hidden: when the unit's own published counts give a hidden one away (a
+   complement hid the denominator but not the equal initial population), its smallest other
+   count; otherwise the same population in the next-smallest other stratum of the stratifier
+   (the classic "hide the next-smallest cell too"), else a group count, else a count in another
+   stratifier. Each step hides one more count, so the loop ends (all hidden is always safe).
 4. **Exact check.** No hidden count and no small sum of atoms may be determined. A number is
    determined when it lies in the span of the published counts and
    the sum equations (linear algebra over the rationals). Because only group atoms are shared

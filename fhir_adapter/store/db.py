@@ -10,19 +10,21 @@ leaves nothing half-written.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from fhir_adapter.errors import (
     ConflictError,
@@ -36,6 +38,9 @@ from fhir_adapter.store.extract import EXTRACTOR_VERSION, Facts, extract
 from fhir_adapter.store.schema import FACT_TABLES, SCHEMA_VERSION, metadata
 from fhir_adapter.store.views import create_views
 
+log = logging.getLogger("fhir_adapter.store")
+T = TypeVar("T")
+
 _CHUNK = 500
 #: Advisory-lock stripes of conditional writes (PostgreSQL), and the lock namespace (``FHIR``).
 _STRIPES = 1024
@@ -44,8 +49,21 @@ _LOCK_NAMESPACE = 0x46484952
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9 ._:|+=#@,;()*!?$%~-]+")
 #: How JSON writes U+0000 (PostgreSQL text cannot hold it; see ``json_problem``).
 _NUL_ESCAPE = b"\\u0000"
+#: Attempts of one write transaction when PostgreSQL drops the connection (:func:`connection_dropped`).
+WRITE_ATTEMPTS = 5
 #: Errors from SQLAlchemy and from the drivers used directly for bulk writes.
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, psycopg.Error)
+
+
+def connection_dropped(exc: BaseException) -> bool:
+    """Whether ``exc`` says PostgreSQL's connection was lost (psycopg ``OperationalError``, also
+    when SQLAlchemy wraps it: ``AdminShutdown`` from ``pg_terminate_backend`` or a server restart,
+    "server closed the connection unexpectedly", "the connection is closed"), as opposed to an error
+    of the statement or the data (which a retry would only repeat). SQLite errors never are."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(cause, psycopg.OperationalError)
 
 
 @dataclass(frozen=True)
@@ -190,7 +208,12 @@ class Store:
     def open(cls, url: str, *, tz: ZoneInfo, member_system: str, create: bool = True) -> Store:
         # hide_parameters: bound values (resource bodies, identifiers) stay out of SQLAlchemy's
         # error messages and SQL log (fhir_adapter/logsafe.py: no PHI in logs)
-        engine = create_engine(normalise_url(url), future=True, hide_parameters=True)
+        normalised = normalise_url(url)
+        # pool_pre_ping (PostgreSQL): a pooled connection the server dropped meanwhile (restart,
+        # pg_terminate_backend) is replaced at checkout instead of failing the next statement.
+        engine = create_engine(
+            normalised, future=True, hide_parameters=True, pool_pre_ping=not normalised.startswith("sqlite")
+        )
         if engine.dialect.name == "sqlite":
             _sqlite_setup(engine)
         store = cls(engine, tz, member_system)
@@ -271,15 +294,45 @@ class Store:
         stats = WriteStats()
         if not items:
             return stats
-        try:
+
+        def once() -> WriteStats:
             with self.write() as conn:
                 if expect_version is not None:
                     self._lock(conn, (_key_token(source, rtype, rid) for rtype, rid in _keys(items)))
-                stats = self._write_in(conn, source, items, now, expect_version or {})
+                return self._write_in(conn, source, items, now, expect_version or {})
+
+        try:
+            stats = self._retrying(once)
         except DRIVER_ERRORS as exc:
             raise self._write_failed(exc) from exc
         self._after_write()
         return stats
+
+    def _retrying(self, write: Callable[[], T]) -> T:
+        """Run the write transaction ``write``, again (at most :data:`WRITE_ATTEMPTS` times in all,
+        with a short backoff) when PostgreSQL dropped its connection: the server terminated the
+        backend (restart, failover, ``pg_terminate_backend``) or the network closed it. The
+        transaction was rolled back with the connection, so running it again loses nothing, and it
+        duplicates nothing either: a resource whose current version already has the same content
+        is skipped, even when the commit did reach the server before the connection dropped (then
+        the repeated write reports those resources as unchanged). Other errors are not retried."""
+        for attempt in Retrying(
+            retry=retry_if_exception(connection_dropped),
+            stop=stop_after_attempt(WRITE_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            before_sleep=self._before_retry,
+            reraise=True,
+        ):
+            with attempt:
+                return write()
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        self._cids.clear()  # code ids cached by the rolled-back attempt may not exist
+        log.warning(
+            "store connection dropped during a write (attempt %d of %d); writing the batch again",
+            state.attempt_number, WRITE_ATTEMPTS,
+        )  # fmt: skip
 
     def create_unless_exists(
         self, source: str, item: Prepared, now: int, *, identifier: tuple[str | None, str]
@@ -290,13 +343,15 @@ class Store:
         when there are none, ``item`` written. Concurrent conditional creates with the same
         identifier are serialised (see :meth:`write_prepared`)."""
         system, value = identifier
-        stats = WriteStats()
-        try:
+
+        def once() -> tuple[list[str], WriteStats]:
             with self.write() as conn:
                 self._lock(conn, [f"{source}|{item.rtype}?identifier={system}|{value}"])
                 found = self._find_identifier(conn, source, item.rtype, system, value)
-                if not found:
-                    stats = self._write_in(conn, source, [item], now, {})
+                return found, (WriteStats() if found else self._write_in(conn, source, [item], now, {}))
+
+        try:
+            found, stats = self._retrying(once)
         except DRIVER_ERRORS as exc:
             raise self._write_failed(exc) from exc
         if not found:
@@ -317,8 +372,11 @@ class Store:
         if self.dialect == "postgresql" and self._batches & (self._batches - 1) == 0:
             # After batches 1, 2, 4, 8, …: a growing table whose statistics still say "empty"
             # makes PostgreSQL scan it for every batch's version lookup (quadratic loads).
-            with self.engine.begin() as conn:
-                conn.execute(text("ANALYZE resources"))
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(text("ANALYZE resources"))
+            except DRIVER_ERRORS as exc:  # the batch is committed; fresher statistics can wait
+                log.warning("ANALYZE resources after a write failed: %s", exc.__class__.__name__)
 
     def _lock(self, conn: Connection, tokens: Iterable[str]) -> None:
         """Transaction-scoped PostgreSQL advisory locks on the stripes of ``tokens``, in
@@ -616,15 +674,20 @@ class Store:
     def analyze(self) -> None:
         """Refresh the planner's statistics after a load (PostgreSQL's autovacuum lags behind a
         bulk load; SQLite keeps none until asked). Without them both planners choose nested
-        loops over the fact tables."""
-        with self.engine.connect() as conn:
-            if self.dialect == "postgresql":
-                with conn.begin():
-                    conn.execute(text("ANALYZE " + ", ".join(t.name for t in metadata.sorted_tables)))
-            else:
-                with conn.begin():  # committed: outside a transaction the statistics roll back
-                    conn.exec_driver_sql("PRAGMA analysis_limit = 1000")
-                    conn.exec_driver_sql("ANALYZE")
+        loops over the fact tables. Run again when PostgreSQL dropped the connection (see
+        :meth:`_retrying`)."""
+
+        def once() -> None:
+            with self.engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    with conn.begin():
+                        conn.execute(text("ANALYZE " + ", ".join(t.name for t in metadata.sorted_tables)))
+                else:
+                    with conn.begin():  # committed: outside a transaction the statistics roll back
+                        conn.exec_driver_sql("PRAGMA analysis_limit = 1000")
+                        conn.exec_driver_sql("ANALYZE")
+
+        self._retrying(once)
 
     def reextract(self, batch: int = 5000) -> int:
         """Re-materialise every fact from the raw resources (after an extractor change)."""

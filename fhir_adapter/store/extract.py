@@ -22,7 +22,7 @@ from fhir_adapter.fhir.dates import DayRange, parse_day_range, ymd
 from fhir_adapter.fhir.references import parse_reference
 
 #: Bump whenever the facts produced for the same resource change.
-EXTRACTOR_VERSION = 2
+EXTRACTOR_VERSION = 3
 
 CLAIMS_TYPES = frozenset({"ExplanationOfBenefit", "Claim"})
 CLINICAL_TYPES = frozenset({"Encounter", "Procedure", "Condition", "ServiceRequest"})

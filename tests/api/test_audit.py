@@ -134,6 +134,7 @@ def test_transaction_and_batch_record_each_entry(client: TestClient, store: Stor
         pytest.param("PUT", "/fhir/Patient/1", ("update", "U", "Patient", "1"), id="update"),
         pytest.param("DELETE", "/fhir/Patient/1", ("delete", "D", "Patient", "1"), id="delete"),
         pytest.param("POST", "/fhir", ("transaction", "E", None, None), id="bundle"),
+        pytest.param("GET", "/fhir", ("search-system", "E", None, None), id="system-search"),
         pytest.param("POST", "/fhir/$ingest", ("operation", "E", None, None), id="system-operation"),
         pytest.param(
             "GET", "/fhir/Group/g1/$export", ("operation", "E", "Group", "g1"), id="instance-operation"
@@ -445,3 +446,17 @@ def test_a_lost_audit_row_never_fails_the_request_and_is_loud(
     assert len(lost) == 2 and lost[0].levelno == logging.ERROR
     assert "RuntimeError" in lost[0].getMessage()
     assert "fhir_adapter_audit_failures_total 2.0" in metrics
+
+
+def test_hostile_paths_and_claims_are_still_recorded(
+    client: TestClient, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL in the path (PostgreSQL text cannot hold one) and an over-long path still give a row."""
+    mark = _mark(store)
+    with caplog.at_level(logging.ERROR, logger="fhir_adapter.audit"):
+        assert client.get("/fhir/Patient/a%00b").status_code == 400
+        assert client.get("/fhir/Patient/" + "x" * 2000).status_code >= 400
+    assert not [r for r in caplog.records if "AUDIT ROW LOST" in r.getMessage()]
+    nul, long = _rows(store, mark)
+    assert "\x00" not in nul["path"] and nul["status"] == 400 and nul["outcome"] == 4
+    assert len(long["path"]) == 512

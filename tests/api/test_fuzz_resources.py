@@ -205,8 +205,12 @@ def spoiled(draw: st.DrawFn) -> dict[str, Any]:
                                   "PractitionerRole", "Group"]))  # fmt: skip
     resource = _base(rtype, draw(FUZZ_ID))
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["wrong", "wrong", "reference", "date", "system", "huge", "nul", "id"]))
-        if kind == "wrong":  # a top-level element half the time: an object or scalar for an array
+        kind = draw(st.sampled_from(["array", "array", "wrong", "wrong", "reference", "date", "system", "huge",
+                                     "nul", "array", "wrong", "date", "id"]))  # fmt: skip
+        arrays = [key for key, value in resource.items() if isinstance(value, list)]
+        if kind == "array" and arrays:  # a string, number or object where R4 JSON has an array
+            resource[draw(st.sampled_from(arrays))] = draw(st.sampled_from(["x", 7, 2.5, True, {"a": 1}]))
+        elif kind == "wrong":  # a top-level element half the time: an object or scalar for an array
             paths = _paths(resource)[1:]
             top = [p for p in paths if len(p) == 1]
             path = draw(st.sampled_from(top)) if top and draw(st.booleans()) else draw(st.sampled_from(paths))
@@ -233,42 +237,88 @@ def _deep(depth: int) -> str:
 
 
 @st.composite
-def body_bytes(draw: st.DrawFn) -> tuple[dict[str, Any] | None, bytes]:
-    """(the resource, when the body is one; the body's bytes), spoiled at the byte level too."""
+def body_bytes(draw: st.DrawFn) -> tuple[dict[str, Any], bytes, bool]:
+    """(the resource, the body's bytes, whether the body is exactly that resource): the resource
+    (which names the URL's type and id) spoiled at the byte level too, now and then."""
     resource = draw(spoiled())
     raw = json.dumps(resource).encode()
     kind = draw(st.sampled_from(["none"] * 10 + ["deep", "latin1", "badbyte", "rawnul", "duplicate", "toplevel",
                                                   "bom", "truncated", "crlf"]))  # fmt: skip
     if kind == "none":
-        return resource, raw
+        return resource, raw, True
+    if kind == "crlf":
+        return resource, raw.replace(b", ", b",\r\n "), True
     if kind == "deep":
         depth = draw(st.sampled_from([101, 150, 255, 300, 1000, 1025]))
-        return None, raw[:-1] + f', "extension": {_deep(depth)}}}'.encode()
-    if kind == "latin1":
-        return None, raw[:-1] + ', "note": [{"text": "Jos\xe9"}]}'.encode("latin-1")
-    if kind == "badbyte":
-        return None, raw[:-1] + b', "note": [{"text": "\xff\xfe\xc3\x28"}]}'
-    if kind == "rawnul":
-        return None, raw[:-1] + b', "note": [{"text": "a\x00b"}]}'
-    if kind == "duplicate":
+        spoilt = raw[:-1] + f', "extension": {_deep(depth)}}}'.encode()
+    elif kind == "latin1":
+        spoilt = raw[:-1] + ', "note": [{"text": "Jos\xe9"}]}'.encode("latin-1")
+    elif kind == "badbyte":
+        spoilt = raw[:-1] + b', "note": [{"text": "\xff\xfe\xc3\x28"}]}'
+    elif kind == "rawnul":
+        spoilt = raw[:-1] + b', "note": [{"text": "a\x00b"}]}'
+    elif kind == "duplicate":
         other = draw(st.sampled_from(['"id": "fz-dup"', '"resourceType": "Basic"', '"resourceType": 5', '"id": 7']))
-        return None, b"{" + other.encode() + b", " + raw[1:]
-    if kind == "toplevel":
-        return None, draw(st.sampled_from([b"[]", b"[" + raw + b"]", b'"Patient"', b"5", b"null", b"true", b"{}"]))
-    if kind == "bom":
-        return None, b"\xef\xbb\xbf" + raw
-    if kind == "truncated":
-        return None, raw[: draw(st.integers(1, max(1, len(raw) - 1)))]
-    return resource, raw.replace(b", ", b",\r\n ")
+        spoilt = b"{" + other.encode() + b", " + raw[1:]
+    elif kind == "toplevel":
+        spoilt = draw(st.sampled_from([b"[]", b"[" + raw + b"]", b'"Patient"', b"5", b"null", b"true", b"{}"]))
+    elif kind == "bom":
+        spoilt = b"\xef\xbb\xbf" + raw
+    else:
+        spoilt = raw[: draw(st.integers(1, max(1, len(raw) - 1)))]
+    return resource, spoilt, False
 
 
-CHANNELS = ["put", "post", "transaction", "ingest"]
+@st.composite
+def bundle_bytes(draw: st.DrawFn) -> tuple[dict[str, Any], bytes, bool]:
+    """A transaction or batch Bundle spoiled in its own structure: entries that are not objects,
+    no request, methods and URLs not supported, two entries for one resource, ``urn:uuid``
+    references to no entry, a missing ``fullUrl``, the wrong ``Bundle.type``."""
+    kind = draw(st.sampled_from(["transaction", "batch"]))
+    first, second = draw(spoiled()), draw(spoiled())
+
+    def entry(resource: dict[str, Any], method: str = "PUT") -> dict[str, Any]:
+        url = f"{resource['resourceType']}/{resource.get('id')}" if method == "PUT" else resource["resourceType"]
+        return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "request": {"method": method, "url": url}, "resource": resource}
+
+    entries: list[Any] = [entry(first), entry(second, draw(st.sampled_from(["PUT", "POST"])))]
+    damage = draw(st.sampled_from(["none", "scalar", "norequest", "method", "url", "twice", "dangling", "nofullurl",
+                                   "type", "entryobject", "resourcearray"]))  # fmt: skip
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind, "entry": entries}
+    if damage == "scalar":
+        entries.append(draw(st.sampled_from(["x", 7, None, [], True])))
+    elif damage == "norequest":
+        del entries[0]["request"]
+    elif damage == "method":
+        entries[0]["request"]["method"] = draw(st.sampled_from(["GET", "PATCH", "put", "", None, 5]))
+    elif damage == "url":
+        entries[0]["request"]["url"] = draw(st.sampled_from(["Patient/a/b", "Patient?identifier=x", "", "/", 7,
+                                                             "Nope/x", "Patient/ä", "http://x/fhir/Patient/a"]))
+    elif damage == "twice":
+        entries.append(entry(first))
+    elif damage == "dangling":
+        first["subject"] = {"reference": f"urn:uuid:{uuid.uuid4()}"}
+    elif damage == "nofullurl":
+        del entries[1]["fullUrl"]
+        first["subject"] = {"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"}
+    elif damage == "type":
+        bundle["type"] = draw(st.sampled_from(["collection", "document", "searchset", "", None, 3]))
+    elif damage == "entryobject":
+        bundle["entry"] = {"request": {"method": "PUT", "url": "Patient/fz-1"}}
+    elif damage == "resourcearray":
+        entries[0]["resource"] = [first]
+    return first, json.dumps(bundle).encode(), False
+
+
+CHANNELS = ["put", "post", "transaction", "bundle", "ingest"]
 
 
 # -- the test ------------------------------------------------------------------------------------
 
 
 def _check_answer(client: TestClient, channel: str, resource: dict[str, Any] | None, answer: Any) -> None:
+    """``resource``: what was sent, when the body was exactly that resource (then an acknowledged
+    write must read back with that content)."""
     assert answer.status_code < 500, f"{channel}: {answer.status_code} {answer.text[:500]}"
     assert answer.headers["content-type"].startswith("application/fhir+json"), answer.headers
     body = answer.json()
@@ -285,28 +335,36 @@ def _check_answer(client: TestClient, channel: str, resource: dict[str, Any] | N
         assert body["meta"]["versionId"] and body["meta"]["source"] == GOOD_SOURCE
         back = client.get(f"/fhir/{body['resourceType']}/{body['id']}")
         assert back.status_code == 200, back.text[:300]
+        if resource is None:
+            return
         stored = {k: v for k, v in back.json().items() if k != "meta"}
-        assert resource is not None
         sent = {k: v for k, v in resource.items() if k != "meta"}
         if channel == "post":
             sent["id"] = body["id"]  # R4 http.html#create: the server assigns the id
         assert stored == sent
     elif channel == "transaction":
         assert body["resourceType"] == "Bundle" and body["type"] == "transaction-response"
+    elif channel == "bundle":
+        assert body["resourceType"] == "Bundle" and body["type"] in ("transaction-response", "batch-response")
+        for item in body.get("entry", []):
+            status = item["response"]["status"]
+            assert status[:1] in "24", status  # never 5xx inside a batch-response either
+            if status[:1] == "4":
+                assert item["response"]["outcome"]["resourceType"] == "OperationOutcome"
     else:
         assert body["resourceType"] == "OperationOutcome"
         assert body["issue"][0]["severity"] == "information"
 
 
-def _send(client: TestClient, channel: str, resource: dict[str, Any] | None, raw: bytes) -> Any:
-    rtype = resource.get("resourceType") if isinstance(resource, dict) else "Patient"
-    rtype = rtype if isinstance(rtype, str) and rtype.isalpha() else "Patient"
-    rid = resource.get("id") if isinstance(resource, dict) else "fz-raw"
+def _send(client: TestClient, channel: str, resource: dict[str, Any], raw: bytes) -> Any:
+    rtype, rid = resource["resourceType"], resource.get("id")
     if channel == "put":
         path_id = quote(rid, safe="") if isinstance(rid, str) and rid not in ("", ".", "..") else "fz-raw"
         return client.put(f"/fhir/{rtype}/{path_id}", content=raw, headers=JSON_HEADERS)
     if channel == "post":
         return client.post(f"/fhir/{rtype}", content=raw, headers=JSON_HEADERS)
+    if channel == "bundle":
+        return client.post("/fhir", content=raw, headers=JSON_HEADERS)
     if channel == "transaction":
         entry = (
             b'{"fullUrl": "urn:uuid:' + str(uuid.uuid4()).encode() + b'", "request": {"method": "PUT", "url": "'
@@ -338,10 +396,10 @@ def test_bad_resources_never_break_the_service_or_the_store(
             phases=[Phase.explicit, Phase.generate],
             suppress_health_check=list(HealthCheck),
         )
-        @given(body=body_bytes())
-        def one_request(body: tuple[dict[str, Any] | None, bytes]) -> None:
-            resource, raw = body
-            _check_answer(client, channel, resource, _send(client, channel, resource, raw))
+        @given(body=bundle_bytes() if channel == "bundle" else body_bytes())
+        def one_request(body: tuple[dict[str, Any], bytes, bool]) -> None:
+            resource, raw, exact = body
+            _check_answer(client, channel, resource if exact else None, _send(client, channel, resource, raw))
             assert _good_bodies(store) == good
             assert _integrity(store) == (0, 0, 0)
 

@@ -18,6 +18,8 @@ in the policy), and searches must return exactly the rows the oracle allows.
 
 from __future__ import annotations
 
+import html
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -109,8 +111,10 @@ def attributed(cco: str, window: tuple[date, date]) -> set[str]:
     out = set()
     for name, kid in KIDS.items():
         for span_cco, first, last in kid.spans:
-            if span_cco == cco and date.fromisoformat(first) <= window[1] and (
-                last is None or date.fromisoformat(last) >= window[0]
+            if (
+                span_cco == cco
+                and date.fromisoformat(first) <= window[1]
+                and (last is None or date.fromisoformat(last) >= window[0])
             ):
                 out.add(name)
     return out
@@ -287,7 +291,9 @@ def _settings(tmp: Path, **extra: Any) -> Settings:
 def _write(store: Store, clock: AppClock) -> None:
     by_source: dict[str, list[ParsedResource]] = {}
     for source, resource in cohort():
-        by_source.setdefault(source, []).append(ParsedResource(resource["resourceType"], resource["id"], resource))
+        by_source.setdefault(source, []).append(
+            ParsedResource(resource["resourceType"], resource["id"], resource)
+        )
     for source, items in by_source.items():
         store.write_batch(source, items, int(clock().timestamp() * 1_000_000))
 
@@ -358,7 +364,9 @@ class Row:
     def tokens(self) -> set[str]:
         out = {self.rid}
         if self.rtype == "Patient":
-            out |= {str(i.get("value")) for i in self.body.get("identifier", []) if i.get("system") == c.MEMBER}
+            out |= {
+                str(i.get("value")) for i in self.body.get("identifier", []) if i.get("system") == c.MEMBER
+            }
         return out
 
 
@@ -429,9 +437,11 @@ class Walker:
         """``echo``: a request of the client's own the answer may quote (a job's kick-off URL)."""
         path = url.replace("http://testserver", "")
         headers = {**self.world.headers(self.client), **kw.pop("headers", {})}
-        response = self.world.api.request(method, path, headers=headers, **kw)
+        response: Response = self.world.api.request(method, path, headers=headers, **kw)
         self._reached(method, path)
-        sent = echo + path + repr(kw.get("params", "")) + repr(kw.get("content", b"")) + repr(kw.get("data", ""))
+        sent = (
+            echo + path + repr(kw.get("params", "")) + repr(kw.get("content", b"")) + repr(kw.get("data", ""))
+        )
         self.check(response.content, sent, f"{method} {path}")
         if expect is not None:
             wanted = (expect,) if isinstance(expect, int) else expect
@@ -523,7 +533,9 @@ def reads(w: Walker) -> None:
     for (rtype, rid), found in sorted(by_key.items()):
         for row in found:
             ok = sees(w.client, row)
-            got = w.call("GET", f"/fhir/{rtype}/{rid}", params={"_source": row.source}, expect=200 if ok else 404)
+            got = w.call(
+                "GET", f"/fhir/{rtype}/{rid}", params={"_source": row.source}, expect=200 if ok else 404
+            )
             if ok:
                 assert got.json()["meta"]["source"] == row.source
         visible = sorted(r.source for r in found if sees(w.client, r))
@@ -572,7 +584,9 @@ def _searches(w: Walker, post: bool) -> None:
         assert first.json()["total"] == len(expected), (w.client.name, rtype)
         assert _found(w.pages(first)) == expected, (w.client.name, rtype)
     for rtype, params, match in PARAM_SEARCHES:
-        expected = {(r.source, r.rid) for r in w.current if r.rtype == rtype and sees(w.client, r) and match(r)}
+        expected = {
+            (r.source, r.rid) for r in w.current if r.rtype == rtype and sees(w.client, r) and match(r)
+        }
         if post:
             first = w.call("POST", f"/fhir/{rtype}/_search", data={**params, "_count": "1"}, expect=200)
         else:
@@ -605,7 +619,9 @@ def evaluate_measure(w: Walker) -> None:
     summary = w.call("GET", url, params=PERIOD, expect=200 if evaluates else 403)
     if w.role == "cco":
         assert _cco_values(summary.json()) <= set(w.client.ccos)
-    listed = w.call("POST", url, params={**PERIOD, "reportType": "subject-list"}, expect=200 if evaluates else 403)
+    listed = w.call(
+        "POST", url, params={**PERIOD, "reportType": "subject-list"}, expect=200 if evaluates else 403
+    )
     if evaluates:  # every List and individual report it references reads back for this caller
         report = listed.json()
         lists = {p["subjectResults"]["reference"] for g in report["group"] for p in g["population"]}
@@ -694,7 +710,9 @@ def _exported(
 
 
 def export_system(w: Walker) -> None:
-    expected = {(r.source, r.rtype, r.rid) for r in w.current if r.rtype in EXPORT_TYPES and sees(w.client, r)}
+    expected = {
+        (r.source, r.rtype, r.rid) for r in w.current if r.rtype in EXPORT_TYPES and sees(w.client, r)
+    }
     _exported(w, "/fhir/$export", expected, 202)
 
 
@@ -743,10 +761,20 @@ def writes(w: Walker) -> None:
     visit = c.encounter(rid, "w-nobody", "2025-02-02")  # a patient no CCO has
     w.call("PUT", f"/fhir/Encounter/{rid}", content=orjson.dumps(visit), headers=FHIR_JSON,
            expect=201 if ehr else 403)  # fmt: skip
-    w.call("POST", "/fhir/Encounter", content=orjson.dumps(visit), headers=FHIR_JSON, expect=201 if ehr else 403)
+    w.call(
+        "POST", "/fhir/Encounter", content=orjson.dumps(visit), headers=FHIR_JSON, expect=201 if ehr else 403
+    )
     w.call("DELETE", f"/fhir/Encounter/{rid}", expect=204 if ehr else 403)
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {**visit, "id": f"{rid}-tx"}, "request": {"method": "PUT", "url": f"Encounter/{rid}-tx"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {**visit, "id": f"{rid}-tx"},
+                "request": {"method": "PUT", "url": f"Encounter/{rid}-tx"},
+            }
+        ],
+    }
     w.call("POST", "/fhir", content=orjson.dumps(bundle), headers=FHIR_JSON, expect=200 if ehr else 403)
     w.call("POST", "/fhir/$ingest", content=orjson.dumps({**visit, "id": f"{rid}-nd"}) + b"\n",
            headers={"Content-Type": "application/fhir+ndjson"}, expect=200)  # fmt: skip
@@ -755,7 +783,12 @@ def writes(w: Walker) -> None:
 
 
 def public(w: Walker) -> None:
-    for path in ("/fhir/metadata", "/fhir/.well-known/smart-configuration", "/healthz", "/fhir/docs/what-to-send"):
+    for path in (
+        "/fhir/metadata",
+        "/fhir/.well-known/smart-configuration",
+        "/healthz",
+        "/fhir/docs/what-to-send",
+    ):
         w.call("GET", path, expect=200)
     w.call("POST", "/auth/token", data={"grant_type": "client_credentials"}, expect=(400, 401))
 
@@ -771,6 +804,37 @@ def audit(w: Walker) -> None:
     event = found.json()["entry"][0]["resource"]["id"] if oha else "0"
     w.call("GET", f"/fhir/AuditEvent/{event}", expect=200 if oha else 403)
     w.call("GET", f"/fhir/AuditEvent/{event}/_history/1", expect=200 if oha else 403)
+
+
+def dashboard(w: Walker) -> None:
+    """The dashboard page and every table it links to; a CCO chooses only its own CCO; the sign-in
+    cookie works like the bearer token (and only for reading the dashboard)."""
+    evaluates = w.role != "ehr"
+    params = {"measure": IF, "year": "2025"}
+    page = w.call("GET", "/dashboard", params=params, expect=200 if evaluates else 403)
+    if evaluates:
+        links = sorted(set(re.findall(r'href="(/dashboard/table/[^"]+\.csv[^"]*)"', page.text)))
+        assert links, "the dashboard links no table"
+        for href in links:
+            w.call("GET", html.unescape(href), expect=200)
+    if w.role == "cco":
+        other = "IHN" if "ALLCARE" in w.client.ccos else "ALLCARE"
+        w.call("GET", "/dashboard", params={**params, "cco": other}, expect=(400, 403))
+        w.call("GET", "/dashboard/table/gaps.csv", params={**params, "cco": other}, expect=(400, 403))
+    w.call("GET", "/dashboard/static/dashboard.css", expect=200)
+    w.call("GET", "/dashboard/login", expect=200)
+    token = w.world.headers(w.client)["Authorization"].removeprefix("Bearer ")
+    signed = w.call("POST", "/dashboard/login", data={"token": token}, follow_redirects=False,
+                    expect=303 if evaluates else 403)  # fmt: skip
+    if evaluates:  # the cookie alone reads the dashboard
+        cookie = signed.cookies.get("fhir_adapter_dashboard")
+        assert cookie == token
+        alone = w.world.api.get("/dashboard", params=params, cookies={"fhir_adapter_dashboard": cookie},
+                                headers={"Authorization": ""})  # fmt: skip
+        assert alone.status_code == 200
+        w.check(alone.content, repr(params), "GET /dashboard (cookie)")
+    w.call("POST", "/dashboard/logout", follow_redirects=False, expect=303)
+    w.world.api.cookies.clear()
 
 
 def followed(_w: Walker) -> None:
@@ -817,11 +881,17 @@ ROUTES: dict[tuple[str, str], Step] = {
     ("POST", "/fhir/AuditEvent/_search"): audit,
     ("GET", "/fhir/AuditEvent/{event_id}"): audit,
     ("GET", "/fhir/AuditEvent/{event_id}/_history/{vid}"): audit,
+    ("GET", "/dashboard"): dashboard,
+    ("GET", "/dashboard/table/{name}"): dashboard,
+    ("GET", "/dashboard/static/{name}"): dashboard,
+    ("GET", "/dashboard/login"): dashboard,
+    ("POST", "/dashboard/login"): dashboard,
+    ("POST", "/dashboard/logout"): dashboard,
 }
 #: Steps in walk order: reads first, then operations, writes last (they add rows).
 ORDER = (reads, vreads, search_get, search_post, data_requirements, evaluate_measure, evaluate, care_gaps,
          export_flat, export_system, export_patients, export_group, import_, submit_data, jobs, metrics, audit,
-         public, writes, followed)  # fmt: skip
+         dashboard, public, writes, followed)  # fmt: skip
 
 
 def test_every_route_is_known(world: World) -> None:
@@ -851,7 +921,8 @@ def test_every_route_keeps_every_tenant_apart(world: World) -> None:
 
 def _get(world: World, client: str | None, path: str, **kw: Any) -> Response:
     headers = {**world.headers(world.clients[client] if client else None), **kw.pop("headers", {})}
-    return world.api.get(path, headers=headers, **kw)
+    response: Response = world.api.get(path, headers=headers, **kw)
+    return response
 
 
 def _counts(report: Json, group: int = 0) -> dict[str, int]:
@@ -886,7 +957,9 @@ def test_cco_reports_count_only_its_children(world: World) -> None:
                 )  # fmt: skip
                 assert total == _counts(own)["initial-population"], strat["id"]
     listed = _get(world, "cco-allcare", url, params={**PERIOD, "reportType": "subject-list"}).json()
-    ip_list = next(p for p in listed["group"][0]["population"] if p["code"]["coding"][0]["code"] == "initial-population")
+    ip_list = next(
+        p for p in listed["group"][0]["population"] if p["code"]["coding"][0]["code"] == "initial-population"
+    )
     members = _get(world, "cco-allcare", f"/fhir/{ip_list['subjectResults']['reference']}").json()
     subjects = {
         _get(world, "cco-allcare", f"/fhir/{e['item']['reference']}").json()["subject"]["reference"]
@@ -894,7 +967,9 @@ def test_cco_reports_count_only_its_children(world: World) -> None:
     }
     assert subjects == {"Patient/p-shared", "Patient/uma-pt-a"}
     # what IHN evaluated is IHN's: stored under its own report source
-    ihn_reports = _get(world, "cco-ihn", "/fhir/MeasureReport", params={"_source": f"{REPORTS}.ALLCARE"}).json()
+    ihn_reports = _get(
+        world, "cco-ihn", "/fhir/MeasureReport", params={"_source": f"{REPORTS}.ALLCARE"}
+    ).json()
     assert ihn_reports["total"] == 0
 
 
@@ -913,7 +988,9 @@ def test_ehr_clients_run_no_evaluations(world: World) -> None:
 
 def test_paging_tokens_do_not_cross_tenants(world: World) -> None:
     first = _get(world, "cco-allcare", "/fhir/Patient", params={"_count": "1"}).json()
-    nxt = next(link["url"] for link in first["link"] if link["relation"] == "next").replace("http://testserver", "")
+    nxt = next(link["url"] for link in first["link"] if link["relation"] == "next").replace(
+        "http://testserver", ""
+    )
     assert _get(world, "cco-allcare", nxt).status_code == 200
     for other in ("cco-ihn", "ehr-a", "oha"):
         replayed = _get(world, other, nxt)
@@ -950,6 +1027,7 @@ def test_job_owner_checks(world: World) -> None:
 def test_no_token_is_401_on_every_other_route(world: World) -> None:
     samples = {"rtype": "Patient", "rid": "x", "vid": "1", "measure_id": IF, "job_id": "0" * 32,
                "name": "Patient-1.ndjson", "group_id": "cco-IHN", "type": "Patient", "id": "x", "event_id": "x"}  # fmt: skip
+    # the dashboard answers a browser without a token with its sign-in page (also 401)
     checked = 0
     for route in app_routes(world.app):
         if route.path in PUBLIC_PATHS:
@@ -969,7 +1047,12 @@ def test_no_token_is_401_on_every_other_route(world: World) -> None:
 
 
 def test_public_pages_need_no_token(world: World) -> None:
-    for path in ("/fhir/docs/what-to-send", "/fhir/metadata", "/healthz", "/fhir/.well-known/smart-configuration"):
+    for path in (
+        "/fhir/docs/what-to-send",
+        "/fhir/metadata",
+        "/healthz",
+        "/fhir/.well-known/smart-configuration",
+    ):
         assert world.api.get(path).status_code == 200, path
 
 
@@ -1015,7 +1098,10 @@ def test_scopes(world: World, role: str, scope: str, method: str, path: str, sta
     if method == "PUT":
         kw = {"content": orjson.dumps(c.encounter("scope-w", "w-nobody", "2025-02-02")), "headers": FHIR_JSON}
     elif path.endswith("$deqm-submit-data"):
-        kw = {"content": _submission([_datax("scope-dc"), c.patient("p-shared", "2021-03-04")]), "headers": FHIR_JSON}
+        kw = {
+            "content": _submission([_datax("scope-dc"), c.patient("p-shared", "2021-03-04")]),
+            "headers": FHIR_JSON,
+        }
     elif method == "POST":
         kw = {"data": {"_count": "1"}}
     headers = {**world.headers(client), **kw.pop("headers", {})}
@@ -1044,19 +1130,27 @@ def test_the_lookback_window_is_a_setting(world: World, tmp_path: Path) -> None:
     with TestClient(short, raise_server_exceptions=False) as api:
         client = Client("cco-allcare", "cco", "cco-allcare", ("ALLCARE",))
         now = world.clock().timestamp()
-        token = api.post("/auth/token", data=token_form(assertion(KEY, client.name, now=now))).json()["access_token"]
+        token = api.post("/auth/token", data=token_form(assertion(KEY, client.name, now=now))).json()[
+            "access_token"
+        ]
         bearer = {"Authorization": f"Bearer {token}"}
         assert api.get("/fhir/Patient/sam-elig-pt", headers=bearer).status_code == 404
         assert api.get("/fhir/Patient/ann-elig-pt", headers=bearer).status_code == 200
         params = {**PERIOD, "subject": "Patient/sam-elig-pt"}
-        assert api.get(f"/fhir/Measure/{IF}/$evaluate-measure", params=params, headers=bearer).status_code == 200
+        assert (
+            api.get(f"/fhir/Measure/{IF}/$evaluate-measure", params=params, headers=bearer).status_code == 200
+        )
     assert _get(world, "cco-allcare", "/fhir/Patient/sam-elig-pt").status_code == 200
 
 
 def test_metrics_scrape_token(world: World, tmp_path: Path) -> None:
-    app = create_app(_settings(tmp_path, metrics_token="scrape-me-0123456789"), store=world.store, clock=world.clock)
+    app = create_app(
+        _settings(tmp_path, metrics_token="scrape-me-0123456789"), store=world.store, clock=world.clock
+    )
     with TestClient(app, raise_server_exceptions=False) as api:
-        assert api.get("/metrics", headers={"Authorization": "Bearer scrape-me-0123456789"}).status_code == 200
+        assert (
+            api.get("/metrics", headers={"Authorization": "Bearer scrape-me-0123456789"}).status_code == 200
+        )
         assert api.get("/metrics", headers={"Authorization": "Bearer scrape-me-wrong"}).status_code == 401
         assert api.get("/metrics").status_code == 401
         # the scrape token opens /metrics only

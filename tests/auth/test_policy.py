@@ -85,7 +85,12 @@ def test_a_span_must_overlap_the_window(
     store: Store, mappings: Mappings, start: str | None, end: str | None, seen: bool
 ) -> None:
     _write(store, "elig", c.patient("kid", "2021-01-01"), c.coverage("cov", "kid", start, end))
-    _write(store, "ehr", c.patient("kid-ehr", "2021-01-01", member="M-kid"), c.encounter("enc", "kid-ehr", "2025-03-03"))
+    _write(
+        store,
+        "ehr",
+        c.patient("kid-ehr", "2021-01-01", member="M-kid"),
+        c.encounter("enc", "kid-ehr", "2025-03-03"),
+    )
     policy = _policy(mappings, ALLCARE, dialect=store.dialect)
     expected = {"elig/kid", "ehr/kid-ehr"} if seen else set()
     assert _visible(store, policy, "Patient", WINDOW_2025) == expected
@@ -183,22 +188,32 @@ def test_measure_reports(store: Store, mappings: Mappings) -> None:
     two = _policy(mappings, Who("cco-2", "cco-2", "cco", ("IHN", "ALLCARE")), dialect=store.dialect)
     seen = _visible(store, two, "MeasureReport", WINDOW_2025)
     # both children are its own, so Patient/p1 is unambiguous for it
-    assert {"adapter-reports/ind-p1", "adapter-reports.IHN/ihn-summary", "adapter-reports.ALLCARE/own-summary"} <= seen
+    assert {
+        "adapter-reports/ind-p1",
+        "adapter-reports.IHN/ihn-summary",
+        "adapter-reports.ALLCARE/own-summary",
+    } <= seen
     assert "adapter-reports/summary" not in seen
 
 
 def test_the_read_window_follows_the_lookback_setting(store: Store, mappings: Mappings) -> None:
-    _write(store, "elig", c.patient("left", "2021-01-01"), c.coverage("cov", "left", "2024-01-01", "2025-05-31"))
+    _write(
+        store, "elig", c.patient("left", "2021-01-01"), c.coverage("cov", "left", "2024-01-01", "2025-05-31")
+    )
     window = _policy(mappings, ALLCARE).read_window(TZ_NOW)
     assert window == Window(date(2024, 8, 17), date(2026, 2, 16))  # 548 days before today
-    assert _visible(store, _policy(mappings, ALLCARE, dialect=store.dialect), "Patient", window) == {"elig/left"}
+    assert _visible(store, _policy(mappings, ALLCARE, dialect=store.dialect), "Patient", window) == {
+        "elig/left"
+    }
     short = _policy(mappings, ALLCARE, lookback=30, dialect=store.dialect)
     assert _visible(store, short, "Patient", short.read_window(TZ_NOW)) == set()
 
 
 def test_as_of_decides_attribution(store: Store, mappings: Mappings) -> None:
     """Evaluations judge attribution on the store as it was at their data cut."""
-    _write(store, "elig", c.patient("kid", "2021-01-01"), c.coverage("cov", "kid", "2025-01-01", None), at=100)
+    _write(
+        store, "elig", c.patient("kid", "2021-01-01"), c.coverage("cov", "kid", "2025-01-01", None), at=100
+    )
     _write(store, "elig", c.coverage("cov", "kid", "2025-01-01", None, cco="IHN"), at=200)
     policy = _policy(mappings, ALLCARE, dialect=store.dialect)
     assert _visible(store, policy, "Patient", WINDOW_2025, as_of=150) == {"elig/kid"}
@@ -218,7 +233,9 @@ ROLE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("role", "ccos", "key", "unrestricted", "scope"), [pytest.param(*x, id=x[0]) for x in ROLE_CASES])
+@pytest.mark.parametrize(
+    ("role", "ccos", "key", "unrestricted", "scope"), [pytest.param(*x, id=x[0]) for x in ROLE_CASES]
+)
 def test_roles(
     mappings: Mappings, role: str, ccos: tuple[str, ...], key: str, unrestricted: bool, scope: Any
 ) -> None:

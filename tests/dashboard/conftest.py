@@ -70,7 +70,9 @@ CCO_SYSTEM = "https://oregon.gov/oha/cco-id"
 
 def _apt(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(["apt-get", *args], env=env, capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run(
+        ["apt-get", *args], env=env, capture_output=True, text=True, timeout=900, check=False
+    )
 
 
 def install_chromium() -> str | None:
@@ -157,7 +159,15 @@ def seed(tmp: Path) -> DashEnv:
         rate_limit_per_minute=None,
     )
     quiet = Console(file=io.StringIO(), record=True, width=200)
-    run_demo(settings, tmp / "demo", patients=PATIENTS, seed=11, console=quiet, progress=quiet, today=date(2026, 6, 30))
+    run_demo(
+        settings,
+        tmp / "demo",
+        patients=PATIENTS,
+        seed=11,
+        console=quiet,
+        progress=quiet,
+        today=date(2026, 6, 30),
+    )
     mappings = load_mappings(mappings_dir)
     store = workflow.open_store(settings)
     try:
@@ -190,7 +200,7 @@ def seed(tmp: Path) -> DashEnv:
         )  # fmt: skip
         # the annual results persisted after the last load, as `evaluate --persist` does
         for mode in ("all", "claims"):
-            request = workflow.EvaluationRequest(IF, date(YEAR, 1, 1), date(YEAR, 12, 31), mode)  # type: ignore[arg-type]
+            request = workflow.EvaluationRequest(IF, date(YEAR, 1, 1), date(YEAR, 12, 31), mode)
             done = workflow.run_evaluation(settings, store, request, evidence=False, mappings=mappings)
             persist_run(store, done, now_us=done.as_of)
         _reconcile(settings, store, mappings, tmp)
@@ -239,7 +249,9 @@ def free_port() -> int:
 def serve(settings: Settings, port: int) -> Iterator[str]:
     """The service under uvicorn in a thread (its own store, as `fhir-adapter serve`)."""
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -265,6 +277,8 @@ def live_url(dash_env: DashEnv) -> Iterator[str]:
 class AuthServer:
     url: str
     key: KeyPair
+    #: the clients' private JWK Set (what `fhir-adapter clients token --key` reads)
+    key_file: Path
 
     def token(self, client_id: str, scope: str = "system/*.rs") -> str:
         form = token_form(assertion(self.key, client_id, aud=f"{self.url}/auth/token"), scope)
@@ -291,5 +305,7 @@ def auth_server(dash_env: DashEnv) -> Iterator[AuthServer]:
                                      jwks=jwks(key)), known_ccos=known, now=now)  # fmt: skip
     finally:
         store.close()
+    key_file = dash_env.tmp / "client-private.jwks.json"
+    key_file.write_bytes(orjson.dumps({"keys": [key.private_jwk]}))
     with serve(settings, port) as served:
-        yield AuthServer(served, key)
+        yield AuthServer(served, key, key_file)

@@ -52,7 +52,7 @@ from fhir_adapter import workflow
 from fhir_adapter.api.dashboard.selection import SOURCE_MODES, Selection
 from fhir_adapter.api.dashboard.work import Work, wait_until
 from fhir_adapter.auth.policy import EvaluationScope
-from fhir_adapter.errors import AdapterError, UsageError
+from fhir_adapter.errors import AdapterError, ForbiddenError, UsageError
 from fhir_adapter.fhir.dates import from_micros, iso_instant
 from fhir_adapter.measure.spec import Mappings, MeasureSpec, SourceMode
 from fhir_adapter.report import capacity as cap
@@ -153,6 +153,7 @@ def parquet_bytes(table: TableData) -> bytes:
 
     types = {
         "text": pa.string(),
+        "longtext": pa.string(),
         "int": pa.int64(),
         "rate": pa.float64(),
         "number": pa.float64(),
@@ -435,6 +436,7 @@ class Dashboard:
         self._mappings = mappings
         self.work = work
         self.wait_seconds = wait_seconds
+        self._last_cut: int | None = None
 
     @property
     def mappings(self) -> Mappings:
@@ -469,9 +471,9 @@ class Dashboard:
         """A period's results: from a persisted run not older than the data cut, else from the
         evaluation with evidence when one is cached or running, else from an evaluation."""
         key = ("period", spec.id, spec.version, self.mappings.hash, start, end, sources, cut)
-        found = self.work.peek(key)
+        found: Future[PeriodResult] | None = self.work.peek(key)
         if found is not None:
-            return self.work.get(key, _unused)
+            return found
         run = find_run(
             self.store, spec.id, start, end, sources, measure_version=spec.version, mappings_hash=spec.hash
         )
@@ -501,10 +503,16 @@ class Dashboard:
         self, selection: Selection, scope: EvaluationScope, *, unrestricted: bool, today: date
     ) -> Context:
         """Start (or find) every computation the selection's panels need."""
+        if scope.restricted and selection.cco not in (scope.ccos or ()):
+            # parse() offers a restricted caller only its own CCOs; never show it anything else
+            raise ForbiddenError(f"a CCO client sees only its own CCOs ({', '.join(scope.ccos or ())})")
         mappings = self.mappings
         first, last = selection.period
         spec = workflow.measure_spec(mappings, selection.measure, last)
         cut = data_cut(self.store)
+        if cut != self._last_cut:  # new data: results of older data cuts are of no more use
+            self._last_cut = cut
+            self.work.clear()
         key = (spec.id, spec.version, mappings.hash, first, last, selection.sources, cut)
         evaluation = self.evaluation(spec, first, last, selection.sources, cut, evidence=True)
         results: dict[str, Future[PeriodResult]] = {
@@ -612,7 +620,7 @@ class Dashboard:
         if panel_id is None:
             known = ", ".join(sorted(TABLE_PANELS))
             raise UsageError(
-                f"no dashboard table {name!r}; tables: {known}, strata-<stratifier>", location="panel"
+                f"no dashboard table {name!r}; tables: {known}, strata-<stratifier>", location="name"
             )
         for future in self.needs(ctx, panel_id):
             if not future.done():
@@ -622,11 +630,7 @@ class Dashboard:
         for table in built.tables:
             if table.name == name:
                 return table
-        raise UsageError(f"no table {name!r} for this selection", location="panel")
-
-
-def _unused(*_args: Any) -> Any:  # pragma: no cover - only called when a key is missing
-    raise RuntimeError("cached future expected")
+        raise UsageError(f"no table {name!r} for this selection", location="name")
 
 
 # -- panel builders -------------------------------------------------------------------------------

@@ -370,7 +370,7 @@ def login_page(*, message: str = "", error: str = "", auth_required: bool, next_
             "Paste an access token of your client. Get one from the token endpoint ",
             el("code", "POST /auth/token"),
             " with a client assertion signed by your client's key (SMART Backend Services), for example with ",
-            el("code", "fhir-adapter clients token CLIENT_ID --key KEY.jwk --url https://HOST"),
+            el("code", "fhir-adapter clients token CLIENT_ID --key PRIVATE-JWKS.json --url https://HOST"),
             ". The token is kept in a cookie only this dashboard reads, until it expires (at most 5 minutes).",
         )
     )
