@@ -200,7 +200,7 @@ def facts_mismatches(store: Store, rkeys: list[int]) -> list[str]:
             def capture(_conn: Any, table: str, _columns: Any, table_rows: Any) -> None:
                 captured[table].extend(tuple(row) for row in table_rows)
 
-            store._bulk = capture  # type: ignore[method-assign]
+            store._bulk = capture  # type: ignore[method-assign,assignment]
             store._write_facts(conn, facts)
             stored = {
                 table.name: [
@@ -268,7 +268,7 @@ def ingest_all(db: Database, data: Path, env: dict[str, str], code: Path, log: P
     for source in SOURCES:
         run = subprocess.run(
             _cli("ingest", str(data / source), "--source", source, "--quiet", "--database", db.url),
-            env=env, cwd=code, capture_output=True, timeout=900,
+            env=env, cwd=code, capture_output=True, timeout=900, check=False,
         )  # fmt: skip
         with log.open("ab") as out:
             out.write(run.stderr)
@@ -300,7 +300,14 @@ def reference(engine: str, work: Path, data: Path, batch_size: int, code: Path) 
 
 
 def ingest_kill_trial(
-    engine: str, work: Path, data: Path, ref: Reference, rng: random.Random, *, batch_size: int, code: Path = ROOT
+    engine: str,
+    work: Path,
+    data: Path,
+    ref: Reference,
+    rng: random.Random,
+    *,
+    batch_size: int,
+    code: Path = ROOT,
 ) -> Json:
     db = new_database(engine, work, "ingest")
     env = _env(db, work, batch_size)
@@ -311,7 +318,10 @@ def ingest_kill_trial(
     try:
         for source in SOURCES:
             process = _start(
-                _cli("ingest", str(data / source), "--source", source, "--quiet", "--database", db.url), env, code, log
+                _cli("ingest", str(data / source), "--source", source, "--quiet", "--database", db.url),
+                env,
+                code,
+                log,
             )
             left = delay - (time.monotonic() - started)
             try:
@@ -372,7 +382,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.process.returncode}); see {self.work / 'server.log'}")
+                raise RuntimeError(
+                    f"the server exited ({self.process.returncode}); see {self.work / 'server.log'}"
+                )
             try:
                 if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
                     return
@@ -483,10 +495,15 @@ def server_kill_trial(
                                headers={"Content-Type": "application/fhir+ndjson", "Prefer": "respond-async"})  # fmt: skip
             assert answer.status_code == 202, answer.text
             job_url = answer.headers["Content-Location"]
-            while (status := http.get(job_url)).status_code == 202 and status.headers.get("X-Progress") == "queued":
+            while (status := http.get(job_url)).status_code == 202 and status.headers.get(
+                "X-Progress"
+            ) == "queued":
                 time.sleep(0.02)
         stop = threading.Event()
-        threads = [threading.Thread(target=_client, args=(server.base, k, stop, acks, errors)) for k in range(clients)]
+        threads = [
+            threading.Thread(target=_client, args=(server.base, k, stop, acks, errors))
+            for k in range(clients)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(delay)

@@ -809,6 +809,15 @@ def _check_extract_maps(folder: Path) -> list[str]:
     )
     lines = []
     for path in sorted(folder.glob("*.toml")) if folder.is_dir() else ():
+        if path.name.startswith("enrollment-834"):
+            from fhir_adapter.ingest.x834 import load_834_map
+
+            x834 = load_834_map(path)
+            EnrollmentOptions.from_map(x834.cmap)
+            lines.append(
+                f"extracts/{path.name}: X12 834 enrollment map (CCO from REF*{x834.cco_ref_qualifier})"
+            )
+            continue
         for kind, fields, options in kinds:
             if path.name.startswith(kind):
                 cmap = load_column_map(path, required=fields)

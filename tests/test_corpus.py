@@ -79,7 +79,10 @@ def stored(store: Store, source: str) -> dict[tuple[str, str], bytes]:
 @pytest.fixture
 def loaded(store: Store) -> Iterator[Store]:
     """The store after good extracts were loaded, so "nothing changed" is about real data."""
-    for command, name in (("load-enrollment", "enrollment-excel-good.csv"), ("load-claims", "claims-excel-good.csv")):
+    for command, name in (
+        ("load-enrollment", "enrollment-excel-good.csv"),
+        ("load-claims", "claims-excel-good.csv"),
+    ):
         result = run(command, str(CORPUS / "extracts" / name), "--database", url_of(store))
         assert result.exit_code == 0, result.output
     yield store
@@ -95,10 +98,11 @@ INGEST = [
         id="truncated-lines",
     ),
     pytest.param(
-        "ndjson/crlf.ndjson", [],
+        "ndjson/crlf.ndjson",
+        [],
         {("Patient", "crlf-1"), ("Coverage", "cov-crlf-1-ALLCARE"), ("ExplanationOfBenefit", "crlf-e1")},
         id="crlf",
-    ),  # fmt: skip
+    ),
     pytest.param(
         "ndjson/mixed-encodings.ndjson",
         [(2, "not valid UTF-8"), (3, "not JSON")],
@@ -107,32 +111,43 @@ INGEST = [
     ),
     pytest.param(
         "ndjson/eob-string-for-array.ndjson",
-        [(2, "ExplanationOfBenefit.item is a JSON string, not an array"),
-         (3, "ExplanationOfBenefit.diagnosis is a JSON object, not an array")],
+        [
+            (2, "ExplanationOfBenefit.item is a JSON string, not an array"),
+            (3, "ExplanationOfBenefit.diagnosis is a JSON object, not an array"),
+        ],
         {("Patient", "arr-1"), ("ExplanationOfBenefit", "arr-e3")},
         id="eob-string-where-array",
-    ),  # fmt: skip
+    ),
     pytest.param(
-        "ndjson/encounter-period-reversed.ndjson", [],
+        "ndjson/encounter-period-reversed.ndjson",
+        [],
         {("Patient", "rev-1"), ("Encounter", "rev-enc1")},
         id="encounter-period-start-after-end",
-    ),  # fmt: skip
+    ),
     pytest.param(
         "ndjson/wrong-shapes.ndjson",
-        [(2, "expected a JSON object, got list"), (3, "expected a JSON object, got str"),
-         (4, "expected a JSON object, got int"), (6, "NUL character"), (7, "nested deeper than 100 levels"),
-         (8, "'bad id' is not a valid FHIR id"), (9, "is not a valid FHIR id"),
-         (10, "unknown resourceType 'NotAType'")],
+        [
+            (2, "expected a JSON object, got list"),
+            (3, "expected a JSON object, got str"),
+            (4, "expected a JSON object, got int"),
+            (6, "NUL character"),
+            (7, "nested deeper than 100 levels"),
+            (8, "'bad id' is not a valid FHIR id"),
+            (9, "is not a valid FHIR id"),
+            (10, "unknown resourceType 'NotAType'"),
+        ],
         {("Patient", "shape-ok"), ("Patient", "shape-dup-2"), ("Patient", "shape-ok-2")},
         id="top-level-shapes-nul-deep-ids",
-    ),  # fmt: skip
+    ),
     pytest.param(
         "bundles/missing-fullurl.json",
         [("1 (Bundle.entry[1])", "Coverage has no id")],
         {("Patient", "6b0c4a8e-9a52-4f0b-9c61-2f3b8c1d0001"), ("ExplanationOfBenefit", "bun-e1")},
         id="bundle-entry-without-fullurl",
     ),
-    pytest.param("bundles/truncated.json", [(22, "not JSON: unexpected end of data")], set(), id="bundle-truncated"),
+    pytest.param(
+        "bundles/truncated.json", [(22, "not JSON: unexpected end of data")], set(), id="bundle-truncated"
+    ),
 ]
 
 
@@ -250,7 +265,9 @@ def test_semicolon_extracts_load_with_their_delimiter(
     columns.write_text(
         (ROOT / "mappings" / "extracts" / map_name).read_text().replace('delimiter = ","', 'delimiter = ";"')
     )
-    result = run(command, str(CORPUS / "extracts" / name), "--columns", str(columns), "--database", url_of(store))
+    result = run(
+        command, str(CORPUS / "extracts" / name), "--columns", str(columns), "--database", url_of(store)
+    )
     assert result.exit_code == 0, result.output
     assert "1 created" in result.stderr or "2 created" in result.stderr, result.stderr
 

@@ -68,7 +68,9 @@ def test_killing_the_server_while_clients_push(engine: str, work: Path) -> None:
     rng = random.Random(5)
     interrupted_jobs = 0
     for _ in range(TRIALS):
-        result = faults.server_kill_trial(engine, work, rng, clients=3, job_lines=8000, delay_range=(0.1, 0.6))
+        result = faults.server_kill_trial(
+            engine, work, rng, clients=3, job_lines=8000, delay_range=(0.1, 0.6)
+        )
         assert result["ok"], _explain(result)
         assert isinstance(result["acknowledged"], int) and result["acknowledged"] > 0
         job = result["job"]

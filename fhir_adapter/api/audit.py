@@ -184,9 +184,7 @@ def note_token_client(request: Request, params: dict[str, str]) -> None:
         setattr(request.state, CLIENT, claimed[:128])
 
 
-def bundle_entities(
-    kind: str, raw_entries: Sequence[Any], response: dict[str, Any], status: int
-) -> list[Entity]:
+def bundle_entities(raw_entries: Sequence[Any], response: dict[str, Any], status: int) -> list[Entity]:
     """The entities of a transaction or batch: each request entry's type and id (the server-assigned
     id of a create from its response ``location``), its method's action and its own status."""
     responses = response.get("entry") if response.get("resourceType") == "Bundle" else None

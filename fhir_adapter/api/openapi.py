@@ -166,7 +166,10 @@ def _resource_of(rtype: str) -> Json:
     return {
         FHIR_JSON: {
             "schema": {
-                "allOf": [_ref("Resource"), {"type": "object", "properties": {"resourceType": {"const": rtype}}}]
+                "allOf": [
+                    _ref("Resource"),
+                    {"type": "object", "properties": {"resourceType": {"const": rtype}}},
+                ]
             }
         }
     }
@@ -234,7 +237,10 @@ def _operation_params(spec: ParamSpec, *, required_in_query: bool) -> list[Json]
 
 PARAMETERS_BODY: Json = {
     "required": False,
-    "content": {FHIR_JSON: {"schema": _ref("Parameters")}, "application/json": {"schema": _ref("Parameters")}},
+    "content": {
+        FHIR_JSON: {"schema": _ref("Parameters")},
+        "application/json": {"schema": _ref("Parameters")},
+    },
 }
 RESOURCE_BODY: Json = {
     "required": True,
@@ -287,7 +293,7 @@ def _written(*statuses: str) -> Json:
     for status in statuses:
         out[status] = {
             "description": "Stored: the resource as stored (Prefer return=OperationOutcome: the data-quality "
-            "warnings); ETag W/\"<version>\", Location .../_history/<version>",
+            'warnings); ETag W/"<version>", Location .../_history/<version>',
             "headers": {"ETag": {"schema": {"type": "string"}}, "Location": {"schema": {"type": "string"}}},
             "content": {
                 FHIR_JSON: {"schema": {"oneOf": [_ref("StoredResource"), _ref("OperationOutcome")]}},
@@ -302,27 +308,52 @@ OPERATIONS: dict[tuple[str, str], Json] = {
     ("get", "/fhir/metadata"): {"responses": _ok("CapabilityStatement", _resource_of("CapabilityStatement"))},
     ("get", "/healthz"): {
         "responses": {
-            **_ok("The store answers", {"application/json": {"schema": {"type": "object", "required": ["status"]}}}),
+            **_ok(
+                "The store answers",
+                {"application/json": {"schema": {"type": "object", "required": ["status"]}}},
+            ),
             "5XX": {"description": "The store does not answer", "content": OUTCOME},
         }
     },
-    ("get", "/metrics"): {"responses": _ok("Prometheus text exposition format 0.0.4", {"text/plain": {"schema": {"type": "string"}}})},  # noqa: E501
+    ("get", "/metrics"): {
+        "responses": _ok(
+            "Prometheus text exposition format 0.0.4", {"text/plain": {"schema": {"type": "string"}}}
+        )
+    },
     ("post", "/auth/token"): {
         "responses": {
-            **_ok("Access token (SMART Backend Services)", {"application/json": {"schema": {"type": "object", "required": ["access_token", "token_type"]}}}),  # noqa: E501
-            "4XX": {"description": "OAuth error (RFC 6749 §5.2)", "content": {"application/json": {"schema": {"anyOf": [_ref("OAuthError"), _ref("OperationOutcome")]}}}},  # noqa: E501
+            **_ok(
+                "Access token (SMART Backend Services)",
+                {
+                    "application/json": {
+                        "schema": {"type": "object", "required": ["access_token", "token_type"]}
+                    }
+                },
+            ),
+            "4XX": {
+                "description": "OAuth error (RFC 6749 §5.2)",
+                "content": {
+                    "application/json": {"schema": {"anyOf": [_ref("OAuthError"), _ref("OperationOutcome")]}}
+                },
+            },
         },
         "errors": False,
     },
     ("get", "/fhir/.well-known/smart-configuration"): {
-        "responses": _ok("SMART configuration", {"application/json": {"schema": {"type": "object", "required": ["token_endpoint"]}}}),  # noqa: E501
+        "responses": _ok(
+            "SMART configuration",
+            {"application/json": {"schema": {"type": "object", "required": ["token_endpoint"]}}},
+        ),
     },
     ("get", "/fhir/_jobs/{job_id}"): {
         "parameters": [_path("job_id")],
         "responses": {
             **_ok("The finished job's result, in the media type the job produced"),
             "202": {"description": "Still queued or running (X-Progress, Retry-After)"},
-            "5XX": {"description": "The job failed (Bulk Data 3.0 status request): re-run it", "content": OUTCOME},
+            "5XX": {
+                "description": "The job failed (Bulk Data 3.0 status request): re-run it",
+                "content": OUTCOME,
+            },
         },
     },
     ("delete", "/fhir/_jobs/{job_id}"): {
@@ -336,10 +367,22 @@ OPERATIONS: dict[tuple[str, str], Json] = {
     },
     ("post", "/fhir/$ingest"): {
         "parameters": [PREFER_ASYNC],
-        "requestBody": {"required": True, "content": {FHIR_NDJSON: {"schema": {
-            "type": "array", "items": _ref("WritableResource"),
-            "description": "NDJSON: one resource (any R4 type, or a Bundle) per line, as the items here"}}}},
-        "responses": {**_ok("Acknowledgement: counts, rejected lines, data-quality issues", OUTCOME), **ACCEPTED},
+        "requestBody": {
+            "required": True,
+            "content": {
+                FHIR_NDJSON: {
+                    "schema": {
+                        "type": "array",
+                        "items": _ref("WritableResource"),
+                        "description": "NDJSON: one resource (any R4 type, or a Bundle) per line, as the items here",
+                    }
+                }
+            },
+        },
+        "responses": {
+            **_ok("Acknowledgement: counts, rejected lines, data-quality issues", OUTCOME),
+            **ACCEPTED,
+        },
     },
     ("post", "/fhir/$validate"): {
         "requestBody": {"required": True, "content": {FHIR_JSON: {"schema": _ref("Resource")}}},
@@ -351,7 +394,10 @@ OPERATIONS: dict[tuple[str, str], Json] = {
         "responses": _ok("Findings (errors, warnings); nothing stored", OUTCOME),
     },
     ("get", "/fhir/docs/what-to-send"): {
-        "responses": _ok("The page (Accept: text/markdown for Markdown)", {"text/html": {"schema": {"type": "string"}}, "text/markdown": {"schema": {"type": "string"}}}),  # noqa: E501
+        "responses": _ok(
+            "The page (Accept: text/markdown for Markdown)",
+            {"text/html": {"schema": {"type": "string"}}, "text/markdown": {"schema": {"type": "string"}}},
+        ),
     },
     ("post", "/fhir/{type}"): {
         "parameters": [
@@ -378,26 +424,40 @@ OPERATIONS: dict[tuple[str, str], Json] = {
             _path("id", ID_PATTERN),
             _header("If-Match", 'W/"<version>"'),
         ],
-        "responses": {"204": {"description": "Deleted (a tombstone version), or there was nothing to delete"}},
+        "responses": {
+            "204": {"description": "Deleted (a tombstone version), or there was nothing to delete"}
+        },
     },
     ("get", "/fhir/Measure/{measure_id}/$evaluate-measure"): {
-        "parameters": [_path("measure_id"), PREFER_ASYNC,
-                       *_operation_params(EVALUATE_MEASURE_PARAMS, required_in_query=True)],
+        "parameters": [
+            _path("measure_id"),
+            PREFER_ASYNC,
+            *_operation_params(EVALUATE_MEASURE_PARAMS, required_in_query=True),
+        ],
         "responses": {**_ok("MeasureReport", _resource_of("MeasureReport")), **ACCEPTED},
-    },  # fmt: skip
+    },
     ("post", "/fhir/Measure/{measure_id}/$evaluate-measure"): {
-        "parameters": [_path("measure_id"), PREFER_ASYNC,
-                       *_operation_params(EVALUATE_MEASURE_PARAMS, required_in_query=False)],
+        "parameters": [
+            _path("measure_id"),
+            PREFER_ASYNC,
+            *_operation_params(EVALUATE_MEASURE_PARAMS, required_in_query=False),
+        ],
         "requestBody": PARAMETERS_BODY,
         "responses": {**_ok("MeasureReport", _resource_of("MeasureReport")), **ACCEPTED},
-    },  # fmt: skip
+    },
     ("post", "/fhir/Measure/$evaluate"): {
         "parameters": [PREFER_ASYNC, *_operation_params(EVALUATE_PARAMS, required_in_query=False)],
         "requestBody": PARAMETERS_BODY,
-        "responses": {**_ok("Parameters of Bundles of MeasureReports", _resource_of("Parameters")), **ACCEPTED},
+        "responses": {
+            **_ok("Parameters of Bundles of MeasureReports", _resource_of("Parameters")),
+            **ACCEPTED,
+        },
     },
     ("get", "/fhir/Measure/{measure_id}/$data-requirements"): {
-        "parameters": [_path("measure_id"), *_operation_params(DATA_REQUIREMENTS_PARAMS, required_in_query=True)],
+        "parameters": [
+            _path("measure_id"),
+            *_operation_params(DATA_REQUIREMENTS_PARAMS, required_in_query=True),
+        ],
         "responses": _ok("module-definition Library", _resource_of("Library")),
     },
     ("post", "/fhir/Measure/$deqm-submit-data"): {
@@ -421,22 +481,39 @@ OPERATIONS: dict[tuple[str, str], Json] = {
         "parameters": [_path("rtype", TYPE_PATTERN), *SEARCH_PARAMS],
         "requestBody": {
             "required": False,
-            "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
-                "_count": {"type": "integer", "minimum": 0}, "patient": {"type": "string"},
-                "date": {"type": "string"}, "code": {"type": "string"}}}}},
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "_count": {"type": "integer", "minimum": 0},
+                            "patient": {"type": "string"},
+                            "date": {"type": "string"},
+                            "code": {"type": "string"},
+                        },
+                    }
+                }
+            },
         },
         "responses": _ok("searchset Bundle with total and paging links", _fhir("Bundle")),
-    },  # fmt: skip
+    },
     ("get", "/fhir/{rtype}/{rid}"): {
-        "parameters": [_path("rtype", TYPE_PATTERN), _path("rid", ID_PATTERN),
-                       _query("_source", "which source's resource when two sources share the id")],
+        "parameters": [
+            _path("rtype", TYPE_PATTERN),
+            _path("rid", ID_PATTERN),
+            _query("_source", "which source's resource when two sources share the id"),
+        ],
         "responses": _ok("The current version", {FHIR_JSON: {"schema": _ref("Resource")}}),
-    },  # fmt: skip
+    },
     ("get", "/fhir/{rtype}/{rid}/_history/{vid}"): {
-        "parameters": [_path("rtype", TYPE_PATTERN), _path("rid", ID_PATTERN), _path("vid"),
-                       _query("_source", "which source's resource when two sources share the id")],
+        "parameters": [
+            _path("rtype", TYPE_PATTERN),
+            _path("rid", ID_PATTERN),
+            _path("vid"),
+            _query("_source", "which source's resource when two sources share the id"),
+        ],
         "responses": _ok("That version", {FHIR_JSON: {"schema": _ref("Resource")}}),
-    },  # fmt: skip
+    },
     # The audit trail (api/audit.py): newest first, read-only.
     ("get", "/fhir/AuditEvent"): {
         "parameters": AUDIT_SEARCH,
@@ -444,10 +521,19 @@ OPERATIONS: dict[tuple[str, str], Json] = {
     },
     ("post", "/fhir/AuditEvent/_search"): {
         "parameters": AUDIT_SEARCH,
-        "requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
-            "type": "object", "properties": {"date": {"type": "string"}, "agent": {"type": "string"}}}}}},
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"date": {"type": "string"}, "agent": {"type": "string"}},
+                    }
+                }
+            },
+        },
         "responses": _ok("searchset Bundle of AuditEvents", _fhir("Bundle")),
-    },  # fmt: skip
+    },
     ("get", "/fhir/AuditEvent/{event_id}"): {
         "parameters": [_path("event_id")],
         "responses": _ok("The audit event", _resource_of("AuditEvent")),

@@ -54,9 +54,8 @@ from fhir_adapter.errors import (
 )
 from fhir_adapter.fhir.dates import from_micros, to_micros
 from fhir_adapter.fhir.outcome import Issue, operation_outcome
-from fhir_adapter.fhir.resources import ID_RE
+from fhir_adapter.fhir.resources import ID_RE, json_problem
 from fhir_adapter.ingest import push
-from fhir_adapter.ingest.files import json_problem
 from fhir_adapter.ingest.quality import QualityRules, check_quality
 from fhir_adapter.ingest.runner import check_source
 from fhir_adapter.report.conformance import OperationRef, ResourceCapability
@@ -281,7 +280,7 @@ async def transaction_or_batch(request: Request, state: StateDep, caller: Caller
     result = await run_in_threadpool(
         lambda: run(state.store, source, entries, _now(state), rules=rules, allowed=caller.scopes.allows)
     )
-    audit.note(request, audit.bundle_entities(kind, entries, result.body, result.status))
+    audit.note(request, audit.bundle_entities(entries, result.body, result.status))
     s = result.stats
     _count_stats(request, s.created, s.updated, s.unchanged, s.deleted)
     _count(request, "rejected", result.rejected)

@@ -282,9 +282,9 @@ async def read_params(request: Request, spec: ParamSpec, operation: str) -> Para
         if not name.startswith("_"):
             values.setdefault(name, []).append(Value(value, name))
     for name, found in values.items():
-        for value in found:
-            if "\x00" in value.text:  # no stored value holds one (PostgreSQL text cannot)
-                raise UsageError(f"{name} contains a NUL character", location=value.where)
+        for item in found:
+            if "\x00" in item.text:  # no stored value holds one (PostgreSQL text cannot)
+                raise UsageError(f"{name} contains a NUL character", location=item.where)
         if name not in spec:
             known = ", ".join(sorted(spec))
             raise UsageError(

@@ -32,7 +32,7 @@ def _print(text: str) -> None:
     "--columns",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Column map (TOML); default: <mappings>/extracts/enrollment.toml.",
+    help="Column map (TOML); default: <mappings>/extracts/enrollment.toml (X12 834: enrollment-834.toml).",
 )
 @click.option(
     "--source", default="eligibility", show_default=True, help="Source name the load is stored under."
@@ -50,10 +50,12 @@ def load_enrollment_cmd(
         EnrollmentOptions,
         load_enrollment,
     )
+    from fhir_adapter.ingest.x834 import DEFAULT_834_MAP, is_834_file, load_834_map, load_enrollment_834
     from fhir_adapter.mappings import load_mappings
 
     settings = settings_for(database)
-    cmap = _column_map(settings, columns, DEFAULT_MAP, dict(ENROLLMENT_FIELDS))
+    x834 = load_834_map(columns or settings.mappings_dir / DEFAULT_834_MAP) if is_834_file(file) else None
+    cmap = x834.cmap if x834 else _column_map(settings, columns, DEFAULT_MAP, dict(ENROLLMENT_FIELDS))
     cco_system = EnrollmentOptions.from_map(cmap).cco_system
     known = {
         value
@@ -63,7 +65,10 @@ def load_enrollment_cmd(
     }
     store = workflow.open_store(settings)
     try:
-        loaded = load_enrollment(store, file, cmap, source, full=full, known_ccos=known)
+        if x834 is not None:
+            loaded = load_enrollment_834(store, file, x834, source, full=full, known_ccos=known)
+        else:
+            loaded = load_enrollment(store, file, cmap, source, full=full, known_ccos=known)
     finally:
         store.close()
     _print(loaded.summary())

@@ -169,9 +169,10 @@ def _undecodable_line(path: Path, encoding: str) -> int | None:
     try:
         with gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb") as raw:
             for number, line in enumerate(raw, start=1):
-                decoder.decode(line)
-    except UnicodeDecodeError:
-        return number
+                try:
+                    decoder.decode(line)
+                except UnicodeDecodeError:
+                    return number
     except (OSError, EOFError):
         return None
     return None

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -385,16 +385,19 @@ def load_enrollment(
     full: bool = False,
     known_ccos: Collection[str] | None = None,
     clock: Clock = utc_now,
+    reader: Callable[[Path, ColumnMap, list[InvalidDataError]], Iterable[Row]] = read_rows,
 ) -> EnrollmentLoad:
     """Read, convert and store one eligibility file under ``source`` as a snapshot per member
     (``full``: of the whole source), then record the source's status. Raises
-    :class:`InvalidDataError` listing every bad row, having written nothing, when any row is bad."""
+    :class:`InvalidDataError` listing every bad row, having written nothing, when any row is bad.
+    ``reader`` yields the file's rows in our field names (CSV/fixed-width by default; X12 834:
+    :mod:`fhir_adapter.ingest.x834`), recording bad rows in the list it is given."""
     source = check_source(source)
     options = EnrollmentOptions.from_map(cmap)
     check_kind(store, source, "enrollment")
     read_errors: list[InvalidDataError] = []
     enrollment = convert_enrollment(
-        read_rows(path, cmap, read_errors),
+        reader(path, cmap, read_errors),
         cmap,
         member_system=store.member_system,
         known_ccos=known_ccos,

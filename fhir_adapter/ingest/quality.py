@@ -469,7 +469,9 @@ def _claim_like(r: Mapping[str, Any], rtype: str, rules: QualityRules, out: list
             )
         )
     outcome = r.get("outcome")
-    if rtype == "ExplanationOfBenefit" and not (isinstance(outcome, str) and outcome in _COUNTED_EOB_OUTCOMES):
+    if rtype == "ExplanationOfBenefit" and not (
+        isinstance(outcome, str) and outcome in _COUNTED_EOB_OUTCOMES
+    ):
         out.append(
             _issue(
                 "eob-outcome-not-counted",

@@ -175,7 +175,7 @@ def test_outcome_codes(status: int, outcome: int) -> None:
 
 def test_bundle_entities_of_a_refused_transaction() -> None:
     entries = [{"request": {"method": "DELETE", "url": "Patient/9"}}, "not an entry"]
-    got = bundle_entities("transaction", entries, {"resourceType": "OperationOutcome"}, 400)
+    got = bundle_entities(entries, {"resourceType": "OperationOutcome"}, 400)
     assert [(e.rtype, e.rid, e.action, e.status) for e in got] == [
         ("Patient", "9", "D", 400),
         (None, None, "E", 400),

@@ -86,9 +86,17 @@ def _put(http: httpx.Client, body: dict[str, Any], headers: dict[str, str]) -> h
     return http.put(f"/fhir/Patient/{body['id']}", content=orjson.dumps(body), headers={**JSON, **headers})
 
 
-def _rmw_writer(base: str, k: int, done: list[Write], statuses: Counter[int], seen: dict[str, list[int]]) -> None:
+def _rmw_writer(
+    base: str,
+    k: int,
+    done: list[Write],
+    statuses: Counter[int],
+    seen: dict[str, list[int]],
+    start: threading.Barrier,
+) -> None:
     rng = random.Random(k)
     with httpx.Client(base_url=base, timeout=60) as http:
+        start.wait()  # all writers at once: their first reads see the same versions
         for n in range(SUCCESSES):
             rid = f"cw-{rng.randrange(RESOURCES)}"
             marker = f"w{k}-{n}"
@@ -148,10 +156,11 @@ def test_if_match_read_modify_write_loses_no_update(base_url: str) -> None:
     statuses: Counter[int] = Counter()
     seen: dict[str, list[int]] = defaultdict(list)
     failures: list[BaseException] = []
+    start = threading.Barrier(WRITERS)
 
     def writer(k: int) -> None:
         try:
-            _rmw_writer(base_url, k, done, statuses, seen)
+            _rmw_writer(base_url, k, done, statuses, seen, start)
         except BaseException as exc:  # reported below, with the statuses seen
             failures.append(exc)
 
@@ -159,6 +168,7 @@ def test_if_match_read_modify_write_loses_no_update(base_url: str) -> None:
     assert not failures, (failures, statuses)
     assert not [s for s in statuses if s >= 500], statuses
     assert len(done) == WRITERS * SUCCESSES
+    assert statuses[412] + statuses[409] > 0, f"the writers should have raced: {statuses}"
     with httpx.Client(base_url=base_url, timeout=60) as http:
         for n in range(RESOURCES):
             rid = f"cw-{n}"

@@ -1126,7 +1126,11 @@ def test_reserved_report_sources_cannot_be_registered(world: World) -> None:
 def test_the_lookback_window_is_a_setting(world: World, tmp_path: Path) -> None:
     """With a 30-day window ALLCARE no longer reads Sam, who left it on 31 May 2025, but still
     evaluates him for 2025 (evaluations use the measurement period)."""
-    short = create_app(_settings(tmp_path, tenant_lookback_days=30), store=world.store, clock=world.clock)
+    short = create_app(
+        _settings(tmp_path).model_copy(update={"tenant_lookback_days": 30}),
+        store=world.store,
+        clock=world.clock,
+    )
     with TestClient(short, raise_server_exceptions=False) as api:
         client = Client("cco-allcare", "cco", "cco-allcare", ("ALLCARE",))
         now = world.clock().timestamp()

@@ -641,3 +641,19 @@ def test_the_dashboard_never_starts_another_tenants_selection(api: TestClient) -
         with pytest.raises(ForbiddenError):
             dash.start(Selection(IF, "year", YEAR, 4, cco, "all"), EvaluationScope(("IHN",)), unrestricted=False,
                        today=date(2026, 11, 23))  # fmt: skip
+
+
+def test_the_cookie_is_secure_behind_https(dash_env: DashEnv) -> None:
+    base = "https://adapter.example"
+    settings = dash_env.settings.model_copy(update={"auth_required": True, "public_base_url": base})
+    app = create_app(settings)
+    key = key_pair("ES384", "https")
+    register(app.state.adapter.store, Registration("https-oha", "oha", scopes=["system/*.rs"], jwks=jwks(key)),
+             known_ccos={"IHN"}, now=datetime.now(UTC))  # fmt: skip
+    with TestClient(app, base_url=base) as client:
+        form = token_form(assertion(key, "https-oha", aud=f"{base}/auth/token"), "system/*.rs")
+        token = client.post("/auth/token", data=form).json()["access_token"]
+        answer = client.post("/dashboard/login", data={"token": token}, headers={"Origin": base},
+                             follow_redirects=False)  # fmt: skip
+    assert answer.status_code == 303
+    assert "Secure" in answer.headers["set-cookie"] and "HttpOnly" in answer.headers["set-cookie"]

@@ -42,7 +42,9 @@ def _terminate(pid: int) -> None:
 
 def _versions(store: Store) -> list[tuple[str, int]]:
     with store.read() as conn:
-        return [(r[0], int(r[1])) for r in conn.execute(text("SELECT rid, version FROM resources ORDER BY rid"))]
+        return [
+            (r[0], int(r[1])) for r in conn.execute(text("SELECT rid, version FROM resources ORDER BY rid"))
+        ]
 
 
 def _kill_on_calls(store: Store, calls: set[int], monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -96,7 +98,9 @@ def test_a_commit_whose_answer_was_lost_is_not_written_twice(
         with real_write() as conn:
             yield conn
         if len(calls) == 1:  # committed; then the "network" fails
-            raise OperationalError("COMMIT", {}, psycopg.OperationalError("server closed the connection unexpectedly"))
+            raise OperationalError(
+                "COMMIT", {}, psycopg.OperationalError("server closed the connection unexpectedly")
+            )
 
     monkeypatch.setattr(store, "write", write)
     stats = store.write_batch("src", _items(50), 1)

@@ -1142,7 +1142,8 @@ def build_reconciliation(dash: Dashboard, ctx: Context) -> Panel:
         ("Differences", f"{data.get('differences')} ({data.get('disputeRows')} dispute rows)"),
         (
             "Claims paid through",
-            f"ours {lag.get('ourClaimsPaidThrough')}, OHA's {lag.get('ohaClaimsThrough')}",
+            f"ours {lag.get('ourClaimsPaidThrough') or 'not known'}, "
+            f"OHA's {lag.get('ohaClaimsThrough') or 'not known'}",
         ),
     ]
     panel.tables = [
