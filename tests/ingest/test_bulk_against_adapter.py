@@ -165,3 +165,107 @@ def test_pulled_store_evaluates_like_the_source(
     assert second.ingest.stats.deleted == len(coverages)
     assert second.ingest.stats.updated == 1 and second.ingest.stats.created == 0
     assert outcomes(pulled, mappings) == after
+
+
+class FaultProxy:
+    """A reverse proxy in front of the served adapter that injects the faults a Bulk client
+    meets in the field: 429 + Retry-After on the first kick-off, 503 on the first status poll,
+    and every export file cut off midway the first time it is downloaded. It forwards the Host
+    header, so the adapter's manifest points back at the proxy."""
+
+    def __init__(self, upstream: str) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response, StreamingResponse
+        from starlette.routing import Route
+
+        self.upstream = upstream.rstrip("/")
+        self.kickoffs = 0
+        self.polls = 0
+        self.cut: set[str] = set()
+        self.faults: list[str] = []
+        client = httpx.Client(timeout=30)
+
+        async def forward(request: Request) -> Response:
+            path = request.url.path
+            query = request.url.query
+            url = f"{self.upstream}{path}" + (f"?{query}" if query else "")
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length",)}
+            if path.endswith("/$export"):
+                self.kickoffs += 1
+                if self.kickoffs == 1:
+                    self.faults.append("429 kick-off")
+                    return Response(status_code=429, headers={"Retry-After": "1"})
+            if "/_jobs/" in path and request.method == "GET":
+                self.polls += 1
+                if self.polls == 1:
+                    self.faults.append("503 poll")
+                    return Response(status_code=503)
+            upstream = client.request(request.method, url, headers=headers, content=await request.body())
+            passed = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding")
+            }
+            if "/_exports/" in path and path not in self.cut and len(upstream.content) > 10:
+                self.cut.add(path)
+                self.faults.append("cut download")
+                body = upstream.content
+
+                async def partial() -> Any:
+                    yield body[: len(body) // 2]
+                    raise ConnectionResetError("download killed")  # the client sees a broken body
+
+                return StreamingResponse(partial(), status_code=upstream.status_code, headers=passed)
+            return Response(upstream.content, status_code=upstream.status_code, headers=passed)
+
+        self.app = Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST", "DELETE"])])
+        self._client = client
+
+    def __enter__(self) -> str:
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="critical", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "proxy did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{port}/fhir"
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._client.close()
+
+
+def test_client_survives_injected_faults_on_the_adapters_export(
+    store: Store,
+    store_factory: StoreFactory,
+    served: str,
+    mappings: Mappings,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "synth"
+    synthesize(data, 40, 5, first_year=2024, last_year=2025)
+    ingest_paths(store, sorted(data.rglob("*.ndjson")), SOURCE, batch_size=1000)
+    pulled = store_factory()
+    client_settings = settings.model_copy(update={"pull_max_wait_seconds": 1.5})
+    work = tmp_path / "work"
+    work.mkdir()
+    proxy = FaultProxy(served.removesuffix("/fhir"))
+    with proxy as base:
+        result = _pull(client_settings, pulled, base, work)
+    assert {"429 kick-off", "503 poll", "cut download"} <= set(proxy.faults), proxy.faults
+    assert proxy.kickoffs == 2  # the throttled kick-off, then the accepted one
+    assert result.files > 0 and not result.issues
+    assert outcomes(pulled, mappings) == outcomes(store, mappings)
