@@ -1022,7 +1022,9 @@ async def evaluate_measure(
     require(caller, "MeasureReport", "r")
     _check_id(measure_id)
     params = await read_params(request, EVALUATE_MEASURE_PARAMS, "evaluate-measure")
-    args = await run_in_threadpool(_evaluate_request, state, policy, params, [measure_id], _fhir_base(request))
+    args = await run_in_threadpool(
+        _evaluate_request, state, policy, params, [measure_id], _fhir_base(request)
+    )
     if args.subject:  # an individual report reads that child's records
         subject = args.subject.split("/", 1)
         audit.note(

@@ -516,7 +516,9 @@ def _search(
         req = _parse(rtype, pairs, _DEFINITION_NAMES, strict=strict, state=state)
         return _search_definitions(request, state, rtype, req)
     require(caller, rtype, "s")
-    req = _parse(rtype, pairs, frozenset(search.params_for(rtype)), strict=strict, state=state, tenant=policy.key)
+    req = _parse(
+        rtype, pairs, frozenset(search.params_for(rtype)), strict=strict, state=state, tenant=policy.key
+    )
     return _search_stored(request, state, rtype, req, _restriction(state, policy, rtype))
 
 

@@ -72,6 +72,8 @@ METRICS_ROLES = frozenset({"oha", "admin", "dev", "metrics"})
 #: Provider directory types shown to CCO callers whole (outside the Patient compartment; Bulk
 #: Data 3.0 "Kick-off Request": resources "helpful in interpreting the patient data").
 DIRECTORY_TYPES = frozenset(PROVIDER_TYPES)
+#: What the service stores under a CCO's own report source (its evaluations' reports and Lists).
+REPORT_TYPES = frozenset({"MeasureReport", "List"})
 #: A CCO caller with more CCOs than this sees its per-CCO reports and those of all its CCOs
 #: together, not of every subset (2^n sources).
 MAX_SUBSET_CCOS = 6
@@ -259,7 +261,7 @@ class Policy:
         allowed = self._allowed_patients(window, as_of, params)
         link = self._link(rtype, alias, allowed, as_of, params)
         parts = [link] if link != NOTHING else []
-        tenant = self.tenant_report_sources()
+        tenant = self.tenant_report_sources() if rtype in REPORT_TYPES else []
         if tenant:
             names = []
             for n, name in enumerate(tenant):
@@ -436,6 +438,7 @@ __all__ = [
     "JOB_ROLES",
     "METRICS_ROLES",
     "NOTHING",
+    "REPORT_TYPES",
     "UNRESTRICTED_ROLES",
     "EvaluationScope",
     "Policy",

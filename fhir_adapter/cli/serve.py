@@ -20,7 +20,9 @@ from fhir_adapter.logsafe import uvicorn_log_config
     show_default=True,
     help="Worker processes sharing the one database (PostgreSQL recommended above 1).",
 )
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info")
+@click.option(
+    "--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info"
+)
 @database_option
 def serve(host: str, port: int, workers: int, log_level: str, database: str | None) -> None:
     """Serve the FHIR API at http://HOST:PORT/fhir (OpenAPI docs at /docs)."""

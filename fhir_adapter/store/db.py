@@ -97,7 +97,10 @@ class Prepared:
 
 def prepare(item: ParsedResource, *, extract_for: tuple[str, str, ZoneInfo] | None = None) -> Prepared:
     """Serialise and hash ``item``; with ``extract_for = (source, member_system, tz)`` extract
-    its facts now (otherwise they are extracted at write time, only if it changed)."""
+    its facts now (otherwise they are extracted at write time, only if it changed). Raises
+    :class:`InvalidDataError` for a string holding NUL, which no store may keep (PostgreSQL text
+    cannot; :func:`~fhir_adapter.fhir.resources.json_problem`): the last guard for writers that
+    did not check their input (extract loaders, submitted data)."""
     body = item.raw if item.raw is not None else canonical_bytes(item.resource)
     if _NUL_ESCAPE in body and not item.deleted:
         problem = json_problem(item.resource, body)

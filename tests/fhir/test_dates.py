@@ -54,9 +54,14 @@ def test_day_ranges(value: str, first: date, last: date, precision: str) -> None
         "2025-01-01T25:00:00Z",
         None,
         20250101,
+        "9999-12-31T23:59:59-12:00",
+        "0001-01-01T00:00:00+14:00",
+        "2025-01-01T00:00:00+25:00",
+        "\u0662\u0660\u0662\u0665-\u0660\u0661-\u0660\u0661",
     ],
-    ids=["empty", "month-13", "feb-30", "short-year", "slashes", "word", "hour-25", "none", "int"],
-)
+    ids=["empty", "month-13", "feb-30", "short-year", "slashes", "word", "hour-25", "none", "int",
+         "offset-past-year-9999", "offset-before-year-1", "offset-25h", "arabic-indic-digits"],
+)  # fmt: skip
 def test_unusable_values_never_crash(value: object) -> None:
     assert parse_day_range(value, TZ) is None
 
@@ -82,3 +87,11 @@ def test_parse_instant_needs_an_offset() -> None:
 
 def test_as_of_date_means_end_of_day_in_the_reporting_zone() -> None:
     assert parse_instant("2026-01-05", TZ) == datetime(2026, 1, 6, 7, 59, 59, 999999, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["9999-12-31", "9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"])
+def test_instants_off_the_calendar_are_value_errors(text: str) -> None:
+    """Found by fuzzing: an offset that moves year 9999 (or year 1) off the calendar raised
+    OverflowError, which callers expecting ValueError turned into HTTP 500."""
+    with pytest.raises(ValueError, match="outside the calendar"):
+        parse_instant(text, TZ)
