@@ -416,7 +416,8 @@ audit_events = Table(
     Column("at", BigInteger, nullable=False),
     Column("client_id", String(128), nullable=False),
     Column("role", String(16), nullable=True),
-    #: R4 AuditEvent.action: C create, R read/vread/search, U update, D delete, E execute (operation)
+    #: R4 AuditEvent.action: C create, R read/vread, U update, D delete, E execute (operations and
+    #: searches: R4 counts a query as E)
     Column("action", String(1), nullable=False),
     Column("interaction", String(32), nullable=False),
     Column("resource_type", String(64), nullable=True),
