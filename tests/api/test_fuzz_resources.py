@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 from urllib.parse import quote
@@ -44,9 +45,10 @@ from fhir_adapter.api.app import create_app
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.db import Store
 from tests import cohorts as c
+from tests.conftest import ENGINES, make_store_factory
 
 #: Examples per channel and engine.
-EXAMPLES = 45
+EXAMPLES = 60
 GOOD_SOURCE = "rest"  # the anonymous caller's source: fuzzed writes land beside the good cohort
 JSON_HEADERS = {"Content-Type": "application/fhir+json"}
 NDJSON_HEADERS = {"Content-Type": "application/fhir+ndjson"}
@@ -407,10 +409,22 @@ def _send(client: TestClient, channel: str, resource: dict[str, Any], raw: bytes
     return client.post("/fhir/$ingest", content=raw, headers=NDJSON_HEADERS)
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def shared_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_schemas: list[str]
+) -> Iterator[Store]:
+    """One store per engine for all channels (a PostgreSQL store costs seconds to create): each
+    test compares the good cohort before and after its own examples."""
+    store = make_store_factory(str(request.param), tmp_path_factory.mktemp("fuzz"), pg_schemas)()
+    yield store
+    store.close()
+
+
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_bad_resources_never_break_the_service_or_the_store(
-    api_settings: Settings, store: Store, channel: str
+    api_settings: Settings, shared_store: Store, channel: str
 ) -> None:
+    store = shared_store
     app = create_app(api_settings, store=store)
     with TestClient(app, raise_server_exceptions=False) as client:
         _store_good(client)

@@ -47,7 +47,7 @@ from tests.api.conftest import MintToken
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 #: Examples per operation and generation mode.
-BUDGET = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 6}
+BUDGET = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 10}
 #: Operations whose valid requests start evaluations or jobs: a tiny budget.
 SLOW = ("$evaluate", "$care-gaps", "$export", "$import", "$rerun", "$data-requirements", "$deqm-submit-data")
 SLOW_BUDGET = 3
