@@ -64,6 +64,31 @@ def measure_spec(mappings: Mappings, measure_id: str, period_end: date) -> Measu
         ) from None
 
 
+def report_mappings(
+    settings: Settings,
+    period_start: date,
+    period_end: date,
+    *,
+    mappings: Mappings | None = None,
+    cco: str | None = None,
+) -> Mappings:
+    """The checks every operational report makes before any work (an ordered period, a known
+    ``--cco``), and the mappings it reads (loaded unless given)."""
+    if period_start > period_end:
+        raise UsageError("--period-start is after --period-end")
+    mappings = mappings or load_mappings(settings.mappings_dir)
+    if cco is not None:
+        check_cco(mappings, cco)
+    return mappings
+
+
+def check_cco(mappings: Mappings, cco: str) -> None:
+    """A ``--cco`` must be one of the CCO ids in ``mappings/ccos.csv``."""
+    known = sorted(c.id for c in mappings.ccos)
+    if cco not in known:
+        raise UsageError(f"unknown CCO {cco!r}; known: {', '.join(known)}")
+
+
 def run_evaluation(
     settings: Settings,
     store: Store,

@@ -32,12 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from fhir_adapter import workflow
-from fhir_adapter.errors import UsageError
 from fhir_adapter.fhir.dates import from_micros
 from fhir_adapter.ingest.runner import Clock, utc_now
-from fhir_adapter.mappings import load_mappings
 from fhir_adapter.measure.spec import Mappings, Provenance, SourceMode
-from fhir_adapter.report.dual import check_cco
 from fhir_adapter.report.params import PARAM_STATUSES, read_csv
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.capacity import ProviderRecord, event_providers, provider_records
@@ -315,11 +312,7 @@ def run_capacity(
     clock: Clock = utc_now,
 ) -> Capacity:
     """Evaluate ``measure`` with evidence as of now and tabulate provider capacity."""
-    if period_start > period_end:
-        raise UsageError("--period-start is after --period-end")
-    mappings = mappings or load_mappings(settings.mappings_dir)
-    if cco is not None:
-        check_cco(mappings, cco)
+    mappings = workflow.report_mappings(settings, period_start, period_end, mappings=mappings, cco=cco)
     counties = load_counties(settings.mappings_dir)
     request = workflow.EvaluationRequest(measure, period_start, period_end, sources, as_of=clock())
     ev = workflow.run_evaluation(settings, store, request, evidence=True, mappings=mappings)

@@ -19,13 +19,10 @@ from datetime import date
 from typing import Any
 
 from fhir_adapter import workflow
-from fhir_adapter.errors import UsageError
 from fhir_adapter.fhir.dates import from_micros
 from fhir_adapter.ingest.complexity import COMPLEXITY_SYSTEM, MEDICAL, SOCIAL
 from fhir_adapter.ingest.runner import Clock, utc_now
-from fhir_adapter.mappings import load_mappings
 from fhir_adapter.measure.spec import Mappings, SourceMode
-from fhir_adapter.report.dual import check_cco
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.db import Store
 from fhir_adapter.store.evaluate import Evaluation
@@ -127,11 +124,7 @@ def run_complexity(
     clock: Clock = utc_now,
 ) -> ComplexityReport:
     """Evaluate ``measure`` as of now and split its rates and gap list by complexity."""
-    if period_start > period_end:
-        raise UsageError("--period-start is after --period-end")
-    mappings = mappings or load_mappings(settings.mappings_dir)
-    if cco is not None:
-        check_cco(mappings, cco)
+    mappings = workflow.report_mappings(settings, period_start, period_end, mappings=mappings, cco=cco)
     request = workflow.EvaluationRequest(measure, period_start, period_end, sources, as_of=clock())
     ev = workflow.run_evaluation(settings, store, request, evidence=False, mappings=mappings)
     levels = latest_values(store, ev.as_of, COMPLEXITY_SYSTEM, DIMENSIONS, period_end)

@@ -30,10 +30,8 @@ from datetime import date
 from typing import Any
 
 from fhir_adapter import workflow
-from fhir_adapter.errors import UsageError
 from fhir_adapter.fhir.dates import from_micros, to_micros
 from fhir_adapter.ingest.runner import Clock, utc_now
-from fhir_adapter.mappings import load_mappings
 from fhir_adapter.measure.spec import Mappings, SourceMode
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.dataquality import (
@@ -272,9 +270,7 @@ def run_data_quality(
     clock: Clock = utc_now,
 ) -> DataQuality:
     """Evaluate ``measure`` as of now and report its data quality with every source's."""
-    if period_start > period_end:
-        raise UsageError("--period-start is after --period-end")
-    mappings = mappings or load_mappings(settings.mappings_dir)
+    mappings = workflow.report_mappings(settings, period_start, period_end, mappings=mappings)
     request = workflow.EvaluationRequest(measure, period_start, period_end, sources, as_of=clock())
     ev = workflow.run_evaluation(settings, store, request, evidence=False, mappings=mappings)
     return DataQuality(evaluation_quality(ev), source_quality(store, ev.as_of, mappings))

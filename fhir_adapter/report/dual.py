@@ -25,7 +25,6 @@ from datetime import date
 from typing import Any
 
 from fhir_adapter import workflow
-from fhir_adapter.errors import UsageError
 from fhir_adapter.fhir.dates import iso_instant
 from fhir_adapter.ingest.runner import Clock, utc_now
 from fhir_adapter.mappings import load_mappings
@@ -381,7 +380,7 @@ def run_dual_rates(
     (now, by ``clock``) and compare them (:func:`dual_rates`)."""
     mappings = mappings or load_mappings(settings.mappings_dir)
     if cco is not None:
-        check_cco(mappings, cco)
+        workflow.check_cco(mappings, cco)
     as_of = clock()
     request = workflow.EvaluationRequest(measure, period_start, period_end, "claims", as_of=as_of)
     claims_ev = workflow.run_evaluation(settings, store, request, evidence=False, mappings=mappings)
@@ -390,10 +389,3 @@ def run_dual_rates(
     )
     days = event_days(store, evidence_keys(claims_ev, all_ev, cco))
     return dual_rates(claims_ev, all_ev, cco=cco, days=days)
-
-
-def check_cco(mappings: Mappings, cco: str) -> None:
-    """A ``--cco`` must be one of the CCO ids in ``mappings/ccos.csv``."""
-    known = sorted(c.id for c in mappings.ccos)
-    if cco not in known:
-        raise UsageError(f"unknown CCO {cco!r}; known: {', '.join(known)}")

@@ -20,7 +20,6 @@ from fhir_adapter.ingest.oha_file import OhaFile, cco_lookup, default_map_path, 
 from fhir_adapter.ingest.runner import Clock, utc_now
 from fhir_adapter.mappings import load_mappings
 from fhir_adapter.measure.spec import Mappings, MeasureSpec
-from fhir_adapter.report.dual import check_cco
 from fhir_adapter.report.reconcile import (
     ClaimsFacts,
     DataLag,
@@ -37,6 +36,7 @@ from fhir_adapter.store.claims_facts import ClaimLine, FeedStatus, claim_lines, 
 from fhir_adapter.store.db import Store
 from fhir_adapter.store.evaluate import evaluate
 from fhir_adapter.terminology.codes import Terminology
+from fhir_adapter.workflow import check_cco
 
 
 def any_position_spec(spec: MeasureSpec) -> MeasureSpec | None:

@@ -44,10 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from fhir_adapter import workflow
-from fhir_adapter.errors import MappingsError, UsageError
+from fhir_adapter.errors import MappingsError
 from fhir_adapter.fhir.dates import from_micros, to_micros
 from fhir_adapter.ingest.runner import Clock, utc_now
-from fhir_adapter.mappings import load_mappings
 from fhir_adapter.measure.spec import (
     CODE_STATUSES,
     CodeRow,
@@ -57,7 +56,6 @@ from fhir_adapter.measure.spec import (
     SourceMode,
     ValueSet,
 )
-from fhir_adapter.report.dual import check_cco
 from fhir_adapter.report.params import provenance, read_csv, read_toml, text_list
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.db import Store
@@ -405,11 +403,7 @@ def run_referral_loop(
 ) -> ReferralLoop:
     """SE referrals authored in the period and their loop status as of now (``clock``); ``today``
     (default: the data cut's local date) decides open versus overdue."""
-    if period_start > period_end:
-        raise UsageError("--period-start is after --period-end")
-    mappings = mappings or load_mappings(settings.mappings_dir)
-    if cco is not None:
-        check_cco(mappings, cco)
+    mappings = workflow.report_mappings(settings, period_start, period_end, mappings=mappings, cco=cco)
     config = load_loop_config(settings.mappings_dir)
     codes = load_referral_codes(settings.mappings_dir, mappings)
     now = clock()

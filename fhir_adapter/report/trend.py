@@ -32,12 +32,9 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 from fhir_adapter import workflow
-from fhir_adapter.errors import UsageError
 from fhir_adapter.fhir.dates import from_micros, to_micros
 from fhir_adapter.ingest.runner import Clock, utc_now
-from fhir_adapter.mappings import load_mappings
 from fhir_adapter.measure.spec import Mappings, MeasureSpec, SourceMode
-from fhir_adapter.report.dual import check_cco
 from fhir_adapter.report.targets import Target, assess, load_targets
 from fhir_adapter.settings import Settings
 from fhir_adapter.store.db import Store
@@ -305,11 +302,7 @@ def run_trend(
     """Rates for every trend period of ``[period_start, period_end]`` and the target assessment
     of each measurement year in it that has a target (module docstring). ``persist`` stores the
     periods it evaluates as runs."""
-    if period_start > period_end:
-        raise UsageError("--period-start is after --period-end")
-    mappings = mappings or load_mappings(settings.mappings_dir)
-    if cco is not None:
-        check_cco(mappings, cco)
+    mappings = workflow.report_mappings(settings, period_start, period_end, mappings=mappings, cco=cco)
     workflow.measure_spec(mappings, measure, period_end)  # NotFoundError for an unknown measure
     now = clock()
     as_of = to_micros(now)
