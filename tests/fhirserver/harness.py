@@ -18,9 +18,6 @@ Use::
 
 from __future__ import annotations
 
-import fcntl
-import functools
-import hashlib
 import queue
 import re
 import shutil
@@ -33,74 +30,17 @@ from typing import IO, Any
 
 import httpx
 
+from tests.npm import node_ready
+
 HERE = Path(__file__).resolve().parent
-#: @medplum/* 4.5.x declare engines ``^20.19.0 || >=22.12.0``.
-MIN_NODE = (20, 19)
-INSTALL_TIMEOUT_S = 600
 START_TIMEOUT_S = 60
-_MARKER = ".fhir-adapter-lock-sha256"
 #: Entries per seeding transaction: the router refuses transactions with more than 50 updates.
 SEED_CHUNK = 50
 
 
-@contextmanager
-def _install_lock() -> Iterator[None]:
-    with (HERE / ".install.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _node_version(node: str) -> tuple[int, ...] | None:
-    try:
-        done = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.match(r"v(\d+)\.(\d+)", done.stdout.strip())
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def ensure_installed() -> str | None:
-    """``npm ci`` unless ``node_modules`` matches the lock file; ``None`` when ready, else why not."""
-    npm = shutil.which("npm")
-    if npm is None:
-        return "npm is not installed (needed for the Node.js FHIR server in tests/fhirserver)"
-    with _install_lock():
-        marker = HERE / "node_modules" / _MARKER
-        digest = hashlib.sha256((HERE / "package-lock.json").read_bytes()).hexdigest()
-        if marker.is_file() and marker.read_text().strip() == digest:
-            return None
-        try:
-            done = subprocess.run(
-                [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-                cwd=HERE,
-                capture_output=True,
-                text=True,
-                timeout=INSTALL_TIMEOUT_S,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            return f"npm ci in {HERE} failed: {exc}"
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-            return f"npm ci in {HERE} failed (exit {done.returncode}): " + " | ".join(tail)
-        marker.write_text(digest + "\n")
-    return None
-
-
-@functools.cache
 def server_available() -> str | None:
-    """``None`` when the server can run, else why not (for ``pytest.skip``): node or npm missing,
-    node too old for the pinned packages, or the install failed."""
-    node = shutil.which("node")
-    if node is None:
-        return "node is not installed (needed for the Node.js FHIR server in tests/fhirserver)"
-    version = _node_version(node)
-    if version is None or version < MIN_NODE:
-        return f"node {version} is older than {MIN_NODE} required by the pinned @medplum packages"
-    return ensure_installed()
+    """``None`` when the server can run, else why not (for ``pytest.skip``)."""
+    return node_ready(HERE, "the Node.js FHIR server in tests/fhirserver")
 
 
 def _first_line(stream: IO[str], out: queue.Queue[str]) -> None:
@@ -186,4 +126,4 @@ def update(base: str, resource: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-__all__ = ["ensure_installed", "fhir_server", "seed", "server_available", "update"]
+__all__ = ["fhir_server", "seed", "server_available", "update"]
